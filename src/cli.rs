@@ -1,0 +1,745 @@
+//! The command line. Command names, flags, output files and exit codes are a
+//! contract that users' scripts rely on: add to them, never rename them.
+//!
+//! Exit codes: 0 success; 1 an operating error or corruption found;
+//! 2 bad usage or bad input (clap's own code for bad flags).
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::constants::{RECORD_PAYLOAD_BYTES_MAX, SHARDS_MAX};
+use crate::core::{self, CoreConfig, CoreReport};
+use crate::frame::{self, RecordRef};
+use crate::inbox::{self, InboxSender};
+use crate::ingest::{self, IngestError};
+use crate::report::{LatencySummary, kernel_release};
+use crate::wal::recovery::{self, ShardScan};
+use crate::wal::segment::shard_dir;
+use crate::wal::Durability;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringship",
+    version,
+    about = "io_uring write-ahead log and log shipper",
+    long_about = "ringship appends records to a per-core write-ahead log with io_uring \
+                  (crc32c framing, group commit with fdatasync, preallocated segments, crash \
+                  recovery).\n\nExit codes: 0 success, 1 operating error or corruption, 2 bad usage or input.",
+    after_help = "Examples:\n  \
+        ringship wal-bench                                  # WAL throughput and commit latency, temp dir\n  \
+        seq 1000000 | ringship ship --dir /var/lib/ringship  # append stdin lines durably\n  \
+        ringship dump --dir /var/lib/ringship --format json # print them back\n  \
+        ringship verify --dir /var/lib/ringship             # check every segment"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Ship(ShipArgs),
+    Dump(DumpArgs),
+    Verify(VerifyArgs),
+    WalBench(WalBenchArgs),
+}
+
+/// Append each input line (without its newline) as one record to the WAL.
+///
+/// At EOF, waits until every record is durable, prints a summary and exits 0.
+/// Restarting on the same --dir recovers the WAL (cutting a torn tail) and
+/// continues the sequence. All lines of one input go to one shard, in order.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    tail -F app.log | ringship ship --dir /var/lib/ringship\n  \
+    ringship ship --dir wal --input big.log --durability none --json\n  \
+    ringship ship --dir wal --report-durable < lines.txt   # prints `durable SEQ` as it advances")]
+struct ShipArgs {
+    /// WAL directory; shard K lives in DIR/K/.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Input file, or - for stdin.
+    #[arg(long, default_value = "-")]
+    input: String,
+    /// Shard (and core) this input goes to.
+    #[arg(long, default_value_t = 0)]
+    shard: u32,
+    /// CPU to pin the core to (default: the shard number modulo the CPUs).
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// fsync: a record is durable once fdatasync'd. none: skip fdatasync, to
+    /// measure the pipeline apart from the disk.
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    /// Print `durable SEQ` on stdout each time the durable watermark advances.
+    #[arg(long)]
+    report_durable: bool,
+    /// Print the summary as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DumpFormat {
+    /// The payload of each record, one per line, byte-exact.
+    Text,
+    /// One JSON object per line: shard, seq, append_ts_ns and payload
+    /// (`payload` when it is UTF-8, else `payload_hex`).
+    Json,
+}
+
+/// Print the records of a WAL, in seq order, shard by shard.
+///
+/// Reads only: a torn tail is reported on stderr and not printed.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ringship dump --dir wal > lines.txt\n  \
+    ringship dump --dir wal --shard 0 --from-seq 1000 --format json | head")]
+struct DumpArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// Only this shard (default: every shard, in order).
+    #[arg(long)]
+    shard: Option<u32>,
+    /// Skip records below this seq.
+    #[arg(long, default_value_t = 0)]
+    from_seq: u64,
+    #[arg(long, value_enum, default_value_t = DumpFormat::Text)]
+    format: DumpFormat,
+}
+
+/// Check every segment of every shard: headers, crc32c of every record, seq
+/// continuity within and across segments.
+///
+/// Prints per shard the segments, record count, first and last seq and any
+/// torn tail (which the writer cuts on its next start). Exits 1 on
+/// corruption, with the segment and byte offset.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  ringship verify --dir /var/lib/ringship")]
+struct VerifyArgs {
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// Benchmark the WAL alone: a generator thread appends fixed-size records as
+/// fast as the WAL takes them (closed loop), on one core.
+///
+/// Prints its configuration, records/s, MB/s, commits and the commit and
+/// append→durable latency percentiles. This is the main job until
+/// `ringship bench` (end-to-end, with a receiver) exists.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ringship wal-bench\n  \
+    ringship wal-bench --record-bytes 4096 --durability none --json")]
+struct WalBenchArgs {
+    /// WAL directory (default: a fresh temporary directory, removed after).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the WAL directory afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
+    /// Seconds to run (ignored when --records is given).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Append exactly this many records instead of running for --duration.
+    #[arg(long)]
+    records: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    /// CPU to pin the WAL core to.
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses the arguments, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGSHIP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    let result = match cli.command {
+        Command::Ship(args) => ship(args),
+        Command::Dump(args) => dump(args),
+        Command::Verify(args) => verify(args),
+        Command::WalBench(args) => wal_bench(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure { code, message }) => {
+            eprintln!("ringship: error: {message}");
+            code
+        }
+    }
+}
+
+/// An error to print, with the exit code it maps to.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn operating(e: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            message: e.to_string(),
+        }
+    }
+    fn usage(e: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: EXIT_USAGE,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn check_shard(shard: u32) -> Result<(), Failure> {
+    if shard >= SHARDS_MAX {
+        return Err(Failure::usage(format!(
+            "--shard {shard} is out of range: at most {SHARDS_MAX} shards (0..{})",
+            SHARDS_MAX - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Runs one core on its own thread fed by `produce`, which runs here.
+fn run_core_with<P, T, E>(
+    config: CoreConfig,
+    on_durable: impl FnMut(u64) + Send + 'static,
+    produce: P,
+) -> Result<(CoreReport, Result<T, E>), Failure>
+where
+    P: FnOnce(InboxSender) -> Result<T, E>,
+{
+    let (sender, receiver) = inbox::inbox().map_err(Failure::operating)?;
+    let core = std::thread::Builder::new()
+        .name(format!("ringship-core-{}", config.shard))
+        .spawn(move || {
+            let mut on_durable = on_durable;
+            core::run(&config, receiver, &mut on_durable)
+        })
+        .map_err(Failure::operating)?;
+    let produced = produce(sender);
+    let report = core
+        .join()
+        .map_err(|_| Failure::operating("the core thread panicked"))?
+        .map_err(Failure::operating)?;
+    Ok((report, produced))
+}
+
+#[derive(Serialize)]
+struct ShipSummary {
+    shard: u32,
+    dir: PathBuf,
+    durability: Durability,
+    ring_flags: String,
+    kernel: String,
+    records: u64,
+    payload_bytes: u64,
+    first_seq: Option<u64>,
+    last_durable_seq: u64,
+    commits: u64,
+    short_writes: u64,
+    segments_created: u64,
+    recovered_records: u64,
+    recovered_torn_tail: Option<String>,
+    commit_latency: LatencySummary,
+    append_to_durable: LatencySummary,
+}
+
+fn ship(args: ShipArgs) -> Result<i32, Failure> {
+    check_shard(args.shard)?;
+    let input: Box<dyn Read + Send> = if args.input == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(&args.input).map_err(|e| {
+            Failure::usage(format!("cannot open --input {}: {e}", args.input))
+        })?)
+    };
+    let config = CoreConfig {
+        dir: args.dir.clone(),
+        shard: args.shard,
+        cpu: Some(args.cpu.unwrap_or(args.shard as usize)),
+        durability: args.durability,
+    };
+    let report_durable = args.report_durable;
+    let on_durable = move |seq: u64| {
+        if report_durable {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "durable {seq}");
+            let _ = out.flush();
+        }
+    };
+    let (report, fed) =
+        run_core_with(config, on_durable, |sender| ingest::feed_lines(input, sender))?;
+
+    let summary = ShipSummary {
+        shard: report.shard,
+        dir: args.dir.clone(),
+        durability: args.durability,
+        ring_flags: report.ring_flags.to_string(),
+        kernel: kernel_release(),
+        records: report.wal.records,
+        payload_bytes: report.wal.payload_bytes,
+        first_seq: report.first_appended_seq,
+        last_durable_seq: report.durable_seq,
+        commits: report.wal.commits,
+        short_writes: report.wal.short_writes,
+        segments_created: report.wal.segments_created,
+        recovered_records: report.recovered.records,
+        recovered_torn_tail: report.recovered.torn.as_ref().map(|t| {
+            format!(
+                "{} at byte {}: {} ({} bytes cut)",
+                t.segment.display(),
+                t.offset_bytes,
+                t.reason,
+                t.cut_bytes
+            )
+        }),
+        commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
+        append_to_durable: LatencySummary::of(&report.wal.append_to_durable_ns),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("summary serialises")
+        );
+    } else {
+        print_ship_summary(&summary);
+    }
+    match fed {
+        Ok(_) => Ok(EXIT_OK),
+        Err(e @ IngestError::LineTooLong { .. }) => Err(Failure::usage(e)),
+        Err(e) => Err(Failure::operating(e)),
+    }
+}
+
+fn print_ship_summary(s: &ShipSummary) {
+    let seqs = match s.first_seq {
+        Some(first) => format!("seq {first}..{}", s.last_durable_seq),
+        None => "nothing new".into(),
+    };
+    println!(
+        "shipped {} records ({} payload bytes) to shard {} in {}: {seqs}; last durable seq {}",
+        s.records,
+        s.payload_bytes,
+        s.shard,
+        s.dir.display(),
+        s.last_durable_seq
+    );
+    println!(
+        "  durability {} · ring {} · kernel {} · {} commits · {} segments created",
+        s.durability, s.ring_flags, s.kernel, s.commits, s.segments_created
+    );
+    println!("  commit latency     {}", s.commit_latency.human());
+    println!("  append → durable   {}", s.append_to_durable.human());
+    if s.recovered_records > 0 || s.recovered_torn_tail.is_some() {
+        println!("  recovered {} records at start", s.recovered_records);
+    }
+    if let Some(torn) = &s.recovered_torn_tail {
+        println!("  torn tail cut: {torn}");
+    }
+}
+
+fn shards_to_read(dir: &Path, only: Option<u32>) -> Result<Vec<u32>, Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if let Some(shard) = only {
+        check_shard(shard)?;
+        if !shard_dir(dir, shard).is_dir() {
+            return Err(Failure::usage(format!(
+                "no shard {shard} under {}",
+                dir.display()
+            )));
+        }
+        return Ok(vec![shard]);
+    }
+    let shards = recovery::list_shards(dir).map_err(Failure::operating)?;
+    if shards.is_empty() {
+        return Err(Failure::usage(format!(
+            "no shard directories (0, 1, ...) under {}; for a receiver's directory pass DIR/<source>",
+            dir.display()
+        )));
+    }
+    Ok(shards)
+}
+
+fn dump(args: DumpArgs) -> Result<i32, Failure> {
+    let shards = shards_to_read(&args.dir, args.shard)?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    for shard in shards {
+        let visit = |record: RecordRef<'_>| -> io::Result<()> {
+            if record.seq < args.from_seq {
+                return Ok(());
+            }
+            match args.format {
+                DumpFormat::Text => {
+                    out.write_all(record.payload)?;
+                    out.write_all(b"\n")
+                }
+                DumpFormat::Json => write_json_record(&mut out, shard, &record),
+            }
+        };
+        match recovery::scan_shard(&shard_dir(&args.dir, shard), shard, visit) {
+            Ok(scan) => {
+                if let Some(torn) = &scan.torn {
+                    eprintln!(
+                        "ringship: shard {shard}: torn tail at {} byte {} not printed: {}",
+                        torn.segment.display(),
+                        torn.offset_bytes,
+                        torn.reason
+                    );
+                }
+            }
+            Err(recovery::RecoveryError::Io { source, .. })
+                if source.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                return Ok(EXIT_OK);
+            }
+            Err(e) => {
+                let _ = out.flush();
+                return Err(Failure::operating(e));
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::operating(e)),
+        _ => Ok(EXIT_OK),
+    }
+}
+
+fn write_json_record(out: &mut impl Write, shard: u32, record: &RecordRef<'_>) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        shard: u32,
+        seq: u64,
+        append_ts_ns: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload_hex: Option<String>,
+    }
+    let text = std::str::from_utf8(record.payload).ok();
+    let line = Line {
+        shard,
+        seq: record.seq,
+        append_ts_ns: record.append_ts_ns,
+        payload: text,
+        payload_hex: text.is_none().then(|| hex(record.payload)),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn verify(args: VerifyArgs) -> Result<i32, Failure> {
+    let shards = shards_to_read(&args.dir, None)?;
+    let mut corrupt = 0;
+    for shard in shards {
+        match recovery::scan_shard(&shard_dir(&args.dir, shard), shard, |_| Ok(())) {
+            Ok(scan) => print_verify(&scan),
+            Err(e) => {
+                println!("shard {shard}: CORRUPT");
+                eprintln!("ringship: error: shard {shard}: {e}");
+                corrupt += 1;
+            }
+        }
+    }
+    if corrupt > 0 {
+        println!("verify: {corrupt} shard(s) corrupt");
+        return Ok(EXIT_FAILURE);
+    }
+    println!("verify: ok");
+    Ok(EXIT_OK)
+}
+
+fn print_verify(scan: &ShardScan) {
+    let seqs = match (scan.first_seq, scan.last_seq) {
+        (Some(first), Some(last)) => format!("seq {first}..{last}"),
+        _ => "no records".into(),
+    };
+    println!(
+        "shard {}: {} segments, {} records, {seqs}",
+        scan.shard,
+        scan.segments.len(),
+        scan.records
+    );
+    for seg in &scan.segments {
+        let name = seg
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let seqs = match seg.last_seq {
+            Some(last) => format!("seq {}..{last}", seg.first_seq),
+            None => "empty".into(),
+        };
+        println!(
+            "  {name}  {} records  {seqs}  {} data bytes",
+            seg.records,
+            seg.data_end_bytes - crate::constants::SEGMENT_HEADER_BYTES as u64
+        );
+    }
+    if let Some(torn) = &scan.torn {
+        println!(
+            "  torn tail: {} at byte {}: {}; {} bytes will be cut when the WAL next opens",
+            torn.segment.display(),
+            torn.offset_bytes,
+            torn.reason,
+            torn.cut_bytes
+        );
+    }
+    for tmp in &scan.tmp_files {
+        println!(
+            "  leftover of an interrupted segment creation: {} (removed when the WAL next opens)",
+            tmp.display()
+        );
+    }
+}
+
+#[derive(Serialize)]
+struct WalBenchSummary {
+    record_payload_bytes: usize,
+    durability: Durability,
+    ring_flags: String,
+    kernel: String,
+    segment_size_bytes: u64,
+    commit_bytes_max: usize,
+    commit_chains_max: usize,
+    records: u64,
+    elapsed_ns: u64,
+    records_per_s: f64,
+    payload_bytes_per_s: f64,
+    wal_bytes_per_s: f64,
+    commits: u64,
+    records_per_commit: f64,
+    short_writes: u64,
+    segments_created: u64,
+    commit_latency: LatencySummary,
+    append_to_durable: LatencySummary,
+}
+
+fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
+    if args.record_bytes > RECORD_PAYLOAD_BYTES_MAX {
+        return Err(Failure::usage(format!(
+            "--record-bytes {} exceeds the maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes",
+            args.record_bytes
+        )));
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err(Failure::usage("--duration must be a positive number of seconds"));
+    }
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("ringship-wal-bench-")
+                .tempdir()
+                .map_err(Failure::operating)?;
+            if args.keep {
+                temp.keep()
+            } else {
+                temp.path().to_path_buf()
+            }
+        }
+    };
+    let config = CoreConfig {
+        dir: dir.clone(),
+        shard: 0,
+        cpu: Some(args.cpu),
+        durability: args.durability,
+    };
+    let produced = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = progress_bar(&args, produced.clone(), done.clone());
+    let payload = vec![b'x'; args.record_bytes];
+    let deadline = Duration::from_secs_f64(args.duration);
+    let limit = args.records;
+    let started = Instant::now();
+    let counter = produced.clone();
+    let (report, fed) = run_core_with(config, |_| {}, move |sender| {
+        generate(&sender, &payload, limit, deadline, &counter).map(|()| sender.close())
+    })?;
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    if let Some(handle) = progress {
+        let _ = handle.join();
+    }
+    fed.map_err(Failure::operating)?;
+
+    let records = report.wal.records;
+    let secs = elapsed.as_secs_f64();
+    let summary = WalBenchSummary {
+        record_payload_bytes: args.record_bytes,
+        durability: args.durability,
+        ring_flags: report.ring_flags.to_string(),
+        kernel: kernel_release(),
+        segment_size_bytes: crate::constants::SEGMENT_SIZE_BYTES,
+        commit_bytes_max: crate::constants::COMMIT_BYTES_MAX,
+        commit_chains_max: crate::constants::COMMIT_CHAINS_MAX,
+        records,
+        elapsed_ns: elapsed.as_nanos() as u64,
+        records_per_s: records as f64 / secs,
+        payload_bytes_per_s: report.wal.payload_bytes as f64 / secs,
+        wal_bytes_per_s: (report.wal.payload_bytes
+            + records * crate::constants::RECORD_HEADER_BYTES as u64) as f64
+            / secs,
+        commits: report.wal.commits,
+        records_per_commit: records as f64 / report.wal.commits.max(1) as f64,
+        short_writes: report.wal.short_writes,
+        segments_created: report.wal.segments_created,
+        commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
+        append_to_durable: LatencySummary::of(&report.wal.append_to_durable_ns),
+    };
+    if args.dir.is_none() && !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("summary serialises")
+        );
+        return Ok(EXIT_OK);
+    }
+    let s = &summary;
+    println!(
+        "wal-bench: {} B records · durability {} · ring {} · kernel {} · segment {} MiB · commit ≤ {} MiB · {} chains",
+        s.record_payload_bytes,
+        s.durability,
+        s.ring_flags,
+        s.kernel,
+        s.segment_size_bytes >> 20,
+        s.commit_bytes_max >> 20,
+        s.commit_chains_max
+    );
+    println!(
+        "  {} records in {:.2} s: {:.0} records/s · {:.1} MB/s payload · {:.1} MB/s WAL",
+        s.records,
+        secs,
+        s.records_per_s,
+        s.payload_bytes_per_s / 1e6,
+        s.wal_bytes_per_s / 1e6
+    );
+    println!(
+        "  {} commits · {:.0} records/commit · {} segments · {} short writes",
+        s.commits, s.records_per_commit, s.segments_created, s.short_writes
+    );
+    println!("  commit latency     {}", s.commit_latency.human());
+    println!("  append → durable   {}", s.append_to_durable.human());
+    if args.keep || args.dir.is_some() {
+        println!("  WAL kept in {}", dir.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// The closed-loop generator: fills batches as fast as the core drains them.
+fn generate(
+    sender: &InboxSender,
+    payload: &[u8],
+    limit: Option<u64>,
+    deadline: Duration,
+    produced: &AtomicU64,
+) -> Result<(), inbox::CoreGone> {
+    let started = Instant::now();
+    let mut count = 0u64;
+    loop {
+        let mut batch = sender.take()?;
+        while batch.has_room(payload.len()) {
+            if limit.is_some_and(|n| count == n) {
+                break;
+            }
+            batch.push(frame::now_ns(), payload).expect("checked size");
+            count += 1;
+        }
+        let finished = match limit {
+            Some(n) => count == n,
+            None => started.elapsed() >= deadline,
+        };
+        if !batch.is_empty() {
+            sender.send(batch)?;
+        }
+        produced.store(count, Ordering::Relaxed);
+        if finished {
+            return Ok(());
+        }
+    }
+}
+
+/// A progress bar on a terminal; nothing when stderr is not one.
+fn progress_bar(
+    args: &WalBenchArgs,
+    produced: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    if !io::stderr().is_terminal() || args.json {
+        return None;
+    }
+    let records = args.records;
+    let duration = args.duration;
+    Some(std::thread::spawn(move || {
+        let bar = match records {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new((duration * 10.0) as u64),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .expect("static template"),
+        );
+        let started = Instant::now();
+        // The bar is cosmetic and runs on its own thread: redrawing it on a
+        // 100 ms tick gates nothing in the data path.
+        while !done.load(Ordering::Relaxed) {
+            let n = produced.load(Ordering::Relaxed);
+            match records {
+                Some(_) => bar.set_position(n),
+                None => bar.set_position((started.elapsed().as_secs_f64() * 10.0) as u64),
+            }
+            bar.set_message(format!("{n} records"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    }))
+}

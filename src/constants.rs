@@ -1,0 +1,105 @@
+//! Every bound in ringship, in one place, each with the reason for its value.
+//!
+//! Names put the unit or qualifier last (`SEGMENT_SIZE_BYTES`, `COMMIT_CHAINS_MAX`).
+//! Relations between the bounds are checked at compile time at the bottom of this
+//! file, so a change that breaks one fails the build rather than a run.
+
+/// Size of the fixed record header: crc32c (4) + payload length (4) + seq (8) +
+/// append timestamp (8). See [`crate::frame`] for the layout.
+pub const RECORD_HEADER_BYTES: usize = 24;
+
+/// Largest payload one record may carry. Real log lines (stack traces, JSON
+/// documents) run to tens of KiB; 1 MiB leaves room for the odd outlier while
+/// keeping every buffer that must hold one record small.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
+
+/// Largest encoded record.
+pub const RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX;
+
+/// Page size the I/O path aligns to. Segment headers occupy exactly one page so
+/// that record data starts page-aligned, which O_DIRECT shipping will need.
+pub const PAGE_SIZE_BYTES: usize = 4096;
+
+/// Size of the segment header block (magic, version, shard, first seq, crc,
+/// then zero padding). One page: see [`PAGE_SIZE_BYTES`].
+pub const SEGMENT_HEADER_BYTES: usize = PAGE_SIZE_BYTES;
+
+/// Size a segment is preallocated to and rotated at. 64 MiB keeps recovery
+/// (which reads one segment at a time) cheap and rotation rare: at the disk's
+/// ~800 MB/s a core rotates about 12 times a second at most.
+pub const SEGMENT_SIZE_BYTES: u64 = 64 << 20;
+
+/// Bytes one group commit writes at most. Bigger commits amortise the
+/// fdatasync (FIGURES.md: a 64 KiB commit costs ~126 µs, 4 KiB ~74 µs), but a
+/// commit's bytes are also what its slowest record waits behind; 4 MiB is
+/// ~5 ms of disk bandwidth.
+pub const COMMIT_BYTES_MAX: usize = 4 << 20;
+
+/// Group-commit chains (write(s) linked to an fdatasync) in flight per WAL.
+/// Two lets the next batch's write land in the page cache while the previous
+/// fdatasync waits on the disk; more gains little on one disk queue and only
+/// adds buffers.
+pub const COMMIT_CHAINS_MAX: usize = 2;
+
+/// Commit buffers per WAL: one per chain in flight plus the one being filled.
+pub const COMMIT_BUFFERS_COUNT: usize = COMMIT_CHAINS_MAX + 1;
+
+/// Size of one inbox batch, the unit in which a producer hands records to a
+/// core. It must hold one maximum-size record with its inbox entry header.
+pub const INBOX_BATCH_BYTES: usize = 2 << 20;
+
+/// Size of the per-entry header inside an inbox batch: payload length (4) +
+/// append timestamp (8).
+pub const INBOX_ENTRY_HEADER_BYTES: usize = 12;
+
+/// Inbox batches per core. The producer blocks when all are queued or being
+/// drained: this is the backpressure that keeps memory fixed whatever the
+/// backlog. 8 × 2 MiB = 16 MiB per core.
+pub const INBOX_BATCHES_COUNT: usize = 8;
+
+/// Bytes the stdin producer reads per read(2). Pipes hand over at most 64 KiB
+/// at a time; files give the full amount.
+pub const INPUT_READ_BYTES: usize = 1 << 20;
+
+/// Submission queue entries per ring. Every operation a core can have in
+/// flight fits with room to spare, so a full queue is a programmer error.
+pub const RING_ENTRIES: u32 = 64;
+
+/// Completion slots per ring: the most operations one core has in flight.
+/// Each commit chain takes two (write + fdatasync); the inbox wake-up takes one.
+pub const RING_SLOTS_MAX: usize = 32;
+
+/// io-wq workers per ring, [bounded, unbounded]. Buffered writes and
+/// fdatasync run on bounded workers; on a 2-core box more than two only
+/// contend with the cores themselves.
+pub const IOWQ_WORKERS_MAX: [u32; 2] = [2, 2];
+
+/// Shards (cores) one WAL directory may hold.
+pub const SHARDS_MAX: u32 = 256;
+
+/// Segments one shard directory may hold. Bounds the directory listing that
+/// recovery sorts before it reads anything: 65536 × 64 MiB = 4 TiB.
+pub const SEGMENTS_PER_SHARD_MAX: usize = 1 << 16;
+
+/// Sequence numbers start here; seq 0 means "nothing yet" in summaries and in
+/// the resume handshake.
+pub const SEQ_FIRST: u64 = 1;
+
+const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 8);
+const _: () = assert!(SEGMENT_HEADER_BYTES % PAGE_SIZE_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES % PAGE_SIZE_BYTES as u64 == 0);
+// A record never spans segments, so the largest record must fit in an empty one.
+const _: () = assert!(SEGMENT_HEADER_BYTES as u64 + RECORD_BYTES_MAX as u64 <= SEGMENT_SIZE_BYTES);
+// A commit never spans segments either, so it must fit in the data area.
+const _: () = assert!(SEGMENT_HEADER_BYTES as u64 + COMMIT_BYTES_MAX as u64 <= SEGMENT_SIZE_BYTES);
+// Every record must fit in one commit and one inbox batch.
+const _: () = assert!(RECORD_BYTES_MAX <= COMMIT_BYTES_MAX);
+const _: () = assert!(INBOX_ENTRY_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX <= INBOX_BATCH_BYTES);
+// The group commit needs at least two chains to overlap a write with a sync.
+const _: () = assert!(COMMIT_CHAINS_MAX >= 2);
+// Two slots per chain, one for the wake-up read, never more than the ring holds.
+const _: () = assert!(COMMIT_CHAINS_MAX * 2 + 1 <= RING_SLOTS_MAX);
+const _: () = assert!(RING_SLOTS_MAX <= RING_ENTRIES as usize);
+// Lengths travel as u32 in the record header and in I/O lengths.
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(COMMIT_BYTES_MAX <= u32::MAX as usize);

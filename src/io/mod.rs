@@ -1,0 +1,392 @@
+//! The I/O layer: one io_uring per core, and the only `unsafe` in ringship.
+//!
+//! The caller owns the meaning of every operation; the ring only carries the
+//! index of a completion slot in `user_data`. A slot is taken when an
+//! operation is pushed and freed when its completion is reaped, so the number
+//! of operations in flight is bounded by [`RING_SLOTS_MAX`] and nothing is
+//! allocated per operation.
+//!
+//! Buffers handed to the kernel move *into* the slot and come back in the
+//! [`Completion`]: the type system, not a comment, says the kernel owns a
+//! buffer until its completion arrives.
+//!
+//! Completions are collected with [`Ring::reap`] and handled by the caller
+//! afterwards; nothing runs inside the drain.
+//!
+//! Man pages: io_uring_setup(2), io_uring_enter(2), io_uring_register(2),
+//! io_uring_prep_write(3), io_uring_prep_fsync(3).
+
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{IoUring, Probe, opcode, squeue, types};
+
+use crate::constants::{IOWQ_WORKERS_MAX, RING_ENTRIES, RING_SLOTS_MAX};
+
+/// The setup flags that ended up in force, reported in every summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingFlags {
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+    pub coop_taskrun: bool,
+}
+
+impl fmt::Display for RingFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names = Vec::new();
+        if self.single_issuer {
+            names.push("SINGLE_ISSUER");
+        }
+        if self.defer_taskrun {
+            names.push("DEFER_TASKRUN");
+        }
+        if self.coop_taskrun {
+            names.push("COOP_TASKRUN");
+        }
+        if names.is_empty() {
+            names.push("none");
+        }
+        f.write_str(&names.join("|"))
+    }
+}
+
+/// Why a ring could not be set up, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error(
+        "io_uring is disabled on this host (kernel.io_uring_disabled={0}): run `sysctl kernel.io_uring_disabled=0` as root"
+    )]
+    Disabled(String),
+    #[error(
+        "io_uring_setup was refused ({0}): a seccomp profile (container runtimes often block io_uring) or an old kernel; allow io_uring_setup/io_uring_enter/io_uring_register or run on Linux >= 6.1"
+    )]
+    Refused(io::Error),
+    #[error(
+        "io_uring_setup ran out of memory ({0}): raise RLIMIT_MEMLOCK (`ulimit -l`) or free memory"
+    )]
+    NoMemory(io::Error),
+    #[error(
+        "this kernel's io_uring lacks the {0} operation that ringship needs: run on Linux >= 6.1"
+    )]
+    MissingOpcode(&'static str),
+    #[error("io_uring setup failed: {0}")]
+    Other(io::Error),
+}
+
+/// A submission that did not fit: an ordinary value, not a panic, so the
+/// caller decides (submit and retry, or treat as a bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("io_uring submission queue or completion slots are full")]
+pub struct QueueFull;
+
+/// One reaped completion. `buf` is the buffer the operation was given, handed
+/// back now that the kernel is done with it.
+#[derive(Debug)]
+pub struct Completion {
+    /// The caller's tag for the operation, as passed when it was pushed.
+    pub token: u64,
+    /// The raw result: bytes transferred, 0, or a negated errno.
+    pub result: i32,
+    pub buf: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Free,
+    Busy { token: u64, buf: Option<Vec<u8>> },
+}
+
+/// One io_uring owned by one core.
+pub struct Ring {
+    uring: IoUring,
+    flags: RingFlags,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+}
+
+/// The opcodes every core needs, probed at start-up.
+const OPCODES_REQUIRED: [(u8, &str); 3] = [
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::Fsync::CODE, "FSYNC"),
+    (opcode::Read::CODE, "READ"),
+];
+
+impl Ring {
+    /// Builds a ring for the calling thread, which must be the only thread
+    /// that ever submits to it (SINGLE_ISSUER).
+    ///
+    /// Tries SINGLE_ISSUER|DEFER_TASKRUN first: completions are then only run
+    /// when this thread waits for them, never by an interrupt in the middle
+    /// of its work. Falls back to COOP_TASKRUN on kernels that refuse it.
+    /// `iowq_cpu` pins the ring's io-wq workers (where buffered writes and
+    /// fdatasync run) to one CPU and caps their number.
+    pub fn new(iowq_cpu: Option<usize>) -> Result<Ring, RingError> {
+        let uring = match IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(RING_ENTRIES)
+        {
+            Ok(ring) => (
+                ring,
+                RingFlags {
+                    single_issuer: true,
+                    defer_taskrun: true,
+                    coop_taskrun: false,
+                },
+            ),
+            Err(first) if first.raw_os_error() == Some(libc::EINVAL) => {
+                match IoUring::builder().setup_coop_taskrun().build(RING_ENTRIES) {
+                    Ok(ring) => (
+                        ring,
+                        RingFlags {
+                            single_issuer: false,
+                            defer_taskrun: false,
+                            coop_taskrun: true,
+                        },
+                    ),
+                    Err(e) => return Err(classify_setup_error(e)),
+                }
+            }
+            Err(e) => return Err(classify_setup_error(e)),
+        };
+        let (uring, flags) = uring;
+
+        let mut probe = Probe::new();
+        uring
+            .submitter()
+            .register_probe(&mut probe)
+            .map_err(RingError::Other)?;
+        for (code, name) in OPCODES_REQUIRED {
+            if !probe.is_supported(code) {
+                return Err(RingError::MissingOpcode(name));
+            }
+        }
+
+        // Capping and pinning io-wq is an optimisation: a kernel that refuses
+        // it (pre-5.14) still works correctly, so failures are only logged.
+        let mut workers = IOWQ_WORKERS_MAX;
+        if let Err(e) = uring.submitter().register_iowq_max_workers(&mut workers) {
+            tracing::debug!("register_iowq_max_workers: {e}");
+        }
+        if let Some(cpu) = iowq_cpu {
+            // SAFETY: cpu_set_t is a plain bitmask for which all-zero is a
+            // valid (empty) value; CPU_SET only writes inside it.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `cpu % CPU_SETSIZE` is in range of the set's bitmask.
+            unsafe { libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set) };
+            if let Err(e) = uring.submitter().register_iowq_aff(&set) {
+                tracing::debug!("register_iowq_aff: {e}");
+            }
+        }
+
+        let mut free: Vec<u32> = (0..RING_SLOTS_MAX as u32).collect();
+        free.reverse();
+        Ok(Ring {
+            uring,
+            flags,
+            slots: (0..RING_SLOTS_MAX).map(|_| Slot::Free).collect(),
+            free,
+            in_flight: 0,
+        })
+    }
+
+    /// The setup flags in force.
+    pub fn flags(&self) -> RingFlags {
+        self.flags
+    }
+
+    /// Operations pushed whose completion has not been reaped yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Free completion slots.
+    pub fn slots_free(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Pushes `write(fd, buf[from..], offset + from)` and, when `sync_token` is
+    /// given, a linked `fdatasync(fd)` (IOSQE_IO_LINK + IORING_FSYNC_DATASYNC).
+    ///
+    /// Linking means the sync starts only after the write completed in full:
+    /// a failed *or short* write cancels the sync with -ECANCELED
+    /// (io_uring_enter(2), "IOSQE_IO_LINK"), and the caller resubmits the
+    /// remainder. The buffer comes back with the write's completion; the
+    /// sync's completion carries none.
+    pub fn write_then_datasync(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        from: usize,
+        offset: u64,
+        write_token: u64,
+        sync_token: Option<u64>,
+    ) -> Result<(), (QueueFull, Vec<u8>)> {
+        let needed = if sync_token.is_some() { 2 } else { 1 };
+        if self.free.len() < needed || self.sq_space() < needed {
+            return Err((QueueFull, buf));
+        }
+        assert!(from < buf.len(), "write of an empty range");
+        let len = u32::try_from(buf.len() - from).expect("commit bounded by COMMIT_BYTES_MAX");
+        let raw = fd.as_raw_fd();
+        // SAFETY (for the pointer taken here): the Vec moves into the slot
+        // below and is only handed back by `reap` after the kernel posted this
+        // write's completion; moving a Vec never moves its heap allocation,
+        // so the pointer stays valid for as long as the kernel may use it.
+        let ptr = buf[from..].as_ptr();
+        let write_slot = self.take_slot(write_token, Some(buf));
+        let mut write = opcode::Write::new(types::Fd(raw), ptr, len)
+            .offset(offset + from as u64)
+            .build()
+            .user_data(write_slot as u64);
+        if sync_token.is_some() {
+            write = write.flags(squeue::Flags::IO_LINK);
+        }
+        self.push(&write);
+        if let Some(token) = sync_token {
+            let sync_slot = self.take_slot(token, None);
+            let sync = opcode::Fsync::new(types::Fd(raw))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(sync_slot as u64);
+            self.push(&sync);
+        }
+        Ok(())
+    }
+
+    /// Pushes `read(fd, buf[..])` at the file's current position (for
+    /// eventfds and pipes). The buffer comes back with the completion.
+    pub fn read(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        token: u64,
+    ) -> Result<(), (QueueFull, Vec<u8>)> {
+        if self.free.is_empty() || self.sq_space() == 0 {
+            return Err((QueueFull, buf));
+        }
+        let len = u32::try_from(buf.len()).expect("read buffer below 4 GiB");
+        let mut buf = buf;
+        // SAFETY (for the pointer taken here): as in `write_then_datasync`,
+        // the Vec is owned by the slot until its completion is reaped, and its
+        // heap allocation does not move with it.
+        let ptr = buf.as_mut_ptr();
+        let slot = self.take_slot(token, Some(buf));
+        let entry = opcode::Read::new(types::Fd(fd.as_raw_fd()), ptr, len)
+            .offset(u64::MAX) // -1: use the file position, as read(2) does
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry);
+        Ok(())
+    }
+
+    /// Submits everything pushed and waits until at least `want` completions
+    /// are ready. EINTR is retried: a signal is not a failure of the ring.
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            match self.uring.submit_and_wait(want) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // EBUSY: the completion queue is over-full; reaping frees it.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves every ready completion into `out` and frees its slot. Nothing is
+    /// handled here: the caller processes `out` afterwards.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        let capacity = out.capacity();
+        let mut cq = self.uring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            let index = cqe.user_data() as usize;
+            let slot = std::mem::replace(&mut self.slots[index], Slot::Free);
+            let Slot::Busy { token, buf } = slot else {
+                panic!("completion for free slot {index}");
+            };
+            self.free.push(index as u32);
+            self.in_flight -= 1;
+            out.push(Completion {
+                token,
+                result: cqe.result(),
+                buf,
+            });
+        }
+        // Slots bound the completions, so `out` never grows past its capacity.
+        debug_assert_eq!(out.capacity(), capacity);
+    }
+
+    fn sq_space(&mut self) -> usize {
+        let sq = self.uring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    fn take_slot(&mut self, token: u64, buf: Option<Vec<u8>>) -> u32 {
+        let index = self.free.pop().expect("caller checked for a free slot");
+        debug_assert!(matches!(self.slots[index as usize], Slot::Free));
+        self.slots[index as usize] = Slot::Busy { token, buf };
+        self.in_flight += 1;
+        index
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) {
+        let mut sq = self.uring.submission();
+        // SAFETY: every pointer in `entry` refers to a buffer owned by the
+        // slot named in its user_data (see `take_slot`), which stays alive and
+        // unmoved until the completion is reaped; fds are borrowed from
+        // objects the caller keeps open until then (the WAL closes a segment
+        // only once no operation on it is in flight). Space was checked above.
+        unsafe { sq.push(entry) }.expect("space checked before push");
+    }
+}
+
+impl Drop for Ring {
+    /// A ring may not be dropped while the kernel still owns buffers in its
+    /// slots: wait for every outstanding completion first.
+    fn drop(&mut self) {
+        let mut sink = Vec::with_capacity(RING_SLOTS_MAX);
+        while self.in_flight > 0 {
+            if self.submit_and_wait(1).is_err() {
+                // The ring is unusable; leaking the buffers is the only safe
+                // choice left, since the kernel may still write into them.
+                for slot in self.slots.drain(..) {
+                    std::mem::forget(slot);
+                }
+                return;
+            }
+            sink.clear();
+            self.reap(&mut sink);
+        }
+    }
+}
+
+fn classify_setup_error(e: io::Error) -> RingError {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    match e.raw_os_error() {
+        Some(libc::EPERM) if !disabled.is_empty() && disabled != "0" => {
+            RingError::Disabled(disabled)
+        }
+        Some(libc::EPERM) | Some(libc::ENOSYS) => RingError::Refused(e),
+        Some(libc::ENOMEM) => RingError::NoMemory(e),
+        _ => RingError::Other(e),
+    }
+}
+
+/// Pins the calling thread to `cpu` (modulo the CPUs that exist).
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu % cpus).map_err(io::Error::from)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
+}
+
+/// The raw fd type, re-exported for callers that store fds.
+pub type Fd = RawFd;

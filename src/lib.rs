@@ -1,0 +1,52 @@
+//! ringship: an io_uring write-ahead log and log shipper for Linux.
+//!
+//! Each core owns a shard: a pinned thread with its own io_uring, its own WAL
+//! directory and its own bounded inbox. Records flow through one module per
+//! stage:
+//!
+//! ```text
+//! producer (stdin lines: ingest)        bounded inbox; an eventfd write wakes the core
+//!   ▼
+//! frame    header { crc32c, len, seq, append_ts_ns } + payload
+//!   ▼
+//! wal      staged into a commit buffer; group commit = write linked to
+//!          fdatasync on the core's ring; ≥2 chains in flight; segments
+//!          preallocated, named by first seq, recovered by scanning
+//!   ▼      the durable watermark advances → core::DurableListener, same loop turn
+//! (ship → receive: the next stage, not built yet)
+//! ```
+//!
+//! # Invariants
+//!
+//! - A seq is reported durable only when it and every record before it have
+//!   been fdatasync'd (or written, in `--durability none`). The watermark only
+//!   moves forward, and never ahead of the disk.
+//! - Nothing wakes a core but a completion: no timer, poll or heartbeat.
+//! - Every queue, buffer and in-flight window has a named bound in
+//!   [`constants`]; commit buffers, inbox batches, ring slots and histograms
+//!   are allocated when a core starts, and nothing grows with backlog.
+//! - A failed fdatasync is fatal for its WAL.
+//! - Recovery cuts a torn tail and refuses corruption anywhere else (see
+//!   [`wal::recovery`]).
+//! - `unsafe` lives only in [`io`].
+//!
+//! # Modules, in data-path order
+//!
+//! - [`ingest`]: producers (stdin lines) → [`inbox`]
+//! - [`frame`]: the record format
+//! - [`wal`]: segments, group commit ([`wal::writer`]), recovery
+//! - [`core`]: the per-core loop tying inbox, WAL and ring together
+//! - [`io`]: the ring, completion slots, pinning — the only `unsafe`
+//! - [`constants`]: every bound
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod constants;
+pub mod core;
+pub mod frame;
+pub mod inbox;
+pub mod ingest;
+pub mod io;
+pub mod report;
+pub mod wal;

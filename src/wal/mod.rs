@@ -1,0 +1,78 @@
+//! The write-ahead log of one shard: segments, group commit, recovery.
+//!
+//! - [`segment`]: file naming, the segment header, creation and preallocation.
+//! - [`writer`]: appends and group commit on the core's io_uring; its output is
+//!   the durable watermark.
+//! - [`recovery`]: the scan shared by the writer, `dump` and `verify`.
+
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use recovery::{RecoveryError, ShardScan, TornTail, scan_shard};
+pub use writer::{Stage, WalWriter};
+
+/// Whether a commit waits for fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every commit is a write linked to an fdatasync; a record is durable
+    /// when its fdatasync completes. The default.
+    Fsync,
+    /// No fdatasync: a record counts as "durable" once written to the page
+    /// cache. For measuring the pipeline apart from the disk; a crash of the
+    /// machine (not of the process) can lose records.
+    None,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Fsync => "fsync",
+            Durability::None => "none",
+        })
+    }
+}
+
+/// An operating error of the WAL, with the operation and file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "disk full: could not reserve {needed_bytes} bytes for {}; free space, then restart: everything acknowledged as durable is intact",
+        path.display()
+    )]
+    DiskFull { path: PathBuf, needed_bytes: u64 },
+    #[error(
+        "fdatasync failed on {} (shard {shard}, commit at byte offset {offset_bytes}): {source}. \
+         This is fatal for the WAL: the kernel may have dropped the dirty pages, so the write is \
+         not retried. Records up to seq {durable_seq} are durable",
+        path.display()
+    )]
+    SyncFailed {
+        path: PathBuf,
+        shard: u32,
+        offset_bytes: u64,
+        durable_seq: u64,
+        source: io::Error,
+    },
+    #[error("write failed on {} (shard {shard}, byte offset {offset_bytes}): {source}", path.display())]
+    WriteFailed {
+        path: PathBuf,
+        shard: u32,
+        offset_bytes: u64,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error(transparent)]
+    Frame(#[from] crate::frame::TooLarge),
+}

@@ -1,0 +1,382 @@
+//! Recovery: scan a shard's segments, check them, and find where to continue.
+//!
+//! The same scan serves the writer (which then repairs a torn tail), `dump`
+//! and `verify` (which only read). Each case has one test in
+//! `tests/recovery.rs`:
+//!
+//! | case | what recovery does |
+//! |---|---|
+//! | clean | nothing |
+//! | torn tail: a partial record, a bad crc on the last record, a zeroed preallocated tail, or bytes after unwritten space in the last segment | report it; the writer truncates to the last valid record |
+//! | a corrupt record followed by valid ones (corrupt middle), or any damage in a segment that is not the last | refuse, naming the segment and byte offset |
+//! | a gap in the segment sequence, or a seq that does not follow its predecessor | refuse |
+//!
+//! Why a damaged record with nothing valid after it is a torn tail: the WAL
+//! writes in order and reports a seq durable only when every byte before it
+//! is synced, so a crash can leave damage only after the last durable record.
+//! Why unwritten space (a zero header) ends the valid data even when bytes
+//! follow it: a record that had been synced is never all zeros, so nothing
+//! from that point on was ever reported durable. With two commit chains in
+//! flight, a power cut may persist the later chain's pages but not the
+//! earlier one's; that tail is cut, not trusted.
+//!
+//! Segments are read whole into one buffer, bounded by [`SEGMENT_SIZE_BYTES`]:
+//! the segment is the unit of recovery, and a corrupt-middle check needs to
+//! look past the damage anyway.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::constants::{
+    RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES,
+    SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
+};
+use crate::frame::{self, DecodeError, RecordRef};
+use crate::wal::segment::{
+    SegmentHeader, is_tmp_segment_name, parse_segment_file_name, segment_file_name,
+};
+
+/// What a scan found in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub first_seq: u64,
+    pub records: u64,
+    /// Seq of the last valid record, if any.
+    pub last_seq: Option<u64>,
+    /// File offset just past the last valid record.
+    pub data_end_bytes: u64,
+}
+
+/// Damage at the end of the last segment that recovery may cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: PathBuf,
+    /// Offset of the first byte that is not part of a valid record.
+    pub offset_bytes: u64,
+    /// Non-zero bytes from `offset_bytes` on that the writer will cut.
+    pub cut_bytes: u64,
+    pub reason: String,
+}
+
+/// The result of scanning one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardScan {
+    pub shard: u32,
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentInfo>,
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The seq the next appended record gets.
+    pub next_seq: u64,
+    pub torn: Option<TornTail>,
+    /// `.tmp` leftovers of an interrupted segment creation.
+    pub tmp_files: Vec<PathBuf>,
+}
+
+/// Why a shard cannot be opened. Every variant names the file and, where it
+/// applies, the byte offset, so a person can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: bad segment header: {reason}", path.display())]
+    BadHeader { path: PathBuf, reason: String },
+    #[error(
+        "{}: corrupt record at byte offset {offset_bytes} (expected seq {expected_seq}): {reason}. \
+         Valid data follows, so this is not a torn tail and the WAL refuses to open. Records before \
+         this offset are intact (`ringship dump` prints them); move the shard directory aside to start over",
+        path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset_bytes: u64,
+        expected_seq: u64,
+        reason: String,
+    },
+    #[error(
+        "{}: gap in the segment sequence: expected a segment starting at seq {expected_seq}, found seq {found_seq}. \
+         A segment is missing or was deleted by hand; the WAL refuses to open",
+        path.display()
+    )]
+    Gap {
+        path: PathBuf,
+        expected_seq: u64,
+        found_seq: u64,
+    },
+    #[error("{}: {reason}", path.display())]
+    Unexpected { path: PathBuf, reason: String },
+}
+
+fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError {
+    let path = path.to_path_buf();
+    move |source| RecoveryError::Io { op, path, source }
+}
+
+/// Lists the shard numbers present under a WAL directory, sorted.
+pub fn list_shards(dir: &Path) -> Result<Vec<u32>, RecoveryError> {
+    let mut shards = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error("read directory", dir))? {
+        let entry = entry.map_err(io_error("read directory", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Ok(shard) = name.parse::<u32>()
+            && entry.path().is_dir()
+            && shard.to_string() == name
+        {
+            shards.push(shard);
+        }
+    }
+    shards.sort_unstable();
+    Ok(shards)
+}
+
+/// Scans the shard in `shard_dir`, calling `visit` for every valid record in
+/// seq order. Reads only; see [`repair`] for the writer's side.
+///
+/// A missing directory is an empty shard.
+pub fn scan_shard(
+    shard_dir: &Path,
+    shard: u32,
+    mut visit: impl FnMut(RecordRef<'_>) -> io::Result<()>,
+) -> Result<ShardScan, RecoveryError> {
+    let mut scan = ShardScan {
+        shard,
+        dir: shard_dir.to_path_buf(),
+        segments: Vec::new(),
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        next_seq: SEQ_FIRST,
+        torn: None,
+        tmp_files: Vec::new(),
+    };
+    if !shard_dir.exists() {
+        return Ok(scan);
+    }
+    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(shard_dir).map_err(io_error("read directory", shard_dir))? {
+        let entry = entry.map_err(io_error("read directory", shard_dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(RecoveryError::Unexpected {
+                path,
+                reason: "file name is not UTF-8; not a ringship segment".into(),
+            });
+        };
+        if is_tmp_segment_name(name) {
+            scan.tmp_files.push(path);
+        } else if let Some(first_seq) = parse_segment_file_name(name) {
+            if names.len() == SEGMENTS_PER_SHARD_MAX {
+                return Err(RecoveryError::Unexpected {
+                    path: shard_dir.to_path_buf(),
+                    reason: format!("more than {SEGMENTS_PER_SHARD_MAX} segments"),
+                });
+            }
+            names.push((first_seq, path));
+        } else {
+            return Err(RecoveryError::Unexpected {
+                path,
+                reason: "unexpected file in a shard directory (segments are named <20-digit seq>.wal)"
+                    .into(),
+            });
+        }
+    }
+    names.sort_unstable();
+
+    let mut buf: Vec<u8> = Vec::new();
+    let count = names.len();
+    for (index, (first_seq, path)) in names.into_iter().enumerate() {
+        let is_last = index + 1 == count;
+        if index > 0 && first_seq != scan.next_seq {
+            return Err(RecoveryError::Gap {
+                path,
+                expected_seq: scan.next_seq,
+                found_seq: first_seq,
+            });
+        }
+        read_whole(&path, &mut buf)?;
+        let header =
+            SegmentHeader::decode(&buf).map_err(|reason| RecoveryError::BadHeader {
+                path: path.clone(),
+                reason,
+            })?;
+        if header.shard != shard || header.first_seq != first_seq {
+            return Err(RecoveryError::BadHeader {
+                path,
+                reason: format!(
+                    "header says shard {} first seq {}, but the file is {} in shard {shard}",
+                    header.shard,
+                    header.first_seq,
+                    segment_file_name(first_seq)
+                ),
+            });
+        }
+        let info = scan_segment(&path, &buf, first_seq, is_last, &mut scan.torn, &mut visit)?;
+        if info.records > 0 {
+            scan.first_seq.get_or_insert(first_seq);
+            scan.last_seq = info.last_seq;
+        }
+        scan.records += info.records;
+        scan.next_seq = info.last_seq.map_or(first_seq, |s| s + 1);
+        scan.segments.push(info);
+    }
+    Ok(scan)
+}
+
+fn read_whole(path: &Path, buf: &mut Vec<u8>) -> Result<(), RecoveryError> {
+    let file = File::open(path).map_err(io_error("open segment", path))?;
+    let len = file
+        .metadata()
+        .map_err(io_error("stat segment", path))?
+        .len();
+    // Bound the size before allocating for it.
+    if len > SEGMENT_SIZE_BYTES {
+        return Err(RecoveryError::Unexpected {
+            path: path.to_path_buf(),
+            reason: format!("segment is {len} bytes, over the {SEGMENT_SIZE_BYTES}-byte maximum"),
+        });
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    file.read_exact_at(buf, 0)
+        .map_err(io_error("read segment", path))
+}
+
+fn scan_segment(
+    path: &Path,
+    buf: &[u8],
+    first_seq: u64,
+    is_last: bool,
+    torn: &mut Option<TornTail>,
+    visit: &mut impl FnMut(RecordRef<'_>) -> io::Result<()>,
+) -> Result<SegmentInfo, RecoveryError> {
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut expected = first_seq;
+    let mut records = 0u64;
+    let damage: Option<String> = loop {
+        if offset == buf.len() {
+            break None;
+        }
+        match frame::decode(&buf[offset..]) {
+            Ok((record, used)) => {
+                if record.seq != expected {
+                    return Err(RecoveryError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset_bytes: offset as u64,
+                        expected_seq: expected,
+                        reason: format!("valid crc but seq {} breaks the sequence", record.seq),
+                    });
+                }
+                visit(record).map_err(io_error("visit record", path))?;
+                records += 1;
+                expected += 1;
+                offset += used;
+            }
+            Err(DecodeError::ZeroHeader) => {
+                if buf[offset..].iter().all(|&b| b == 0) {
+                    break None;
+                }
+                break Some("unwritten space followed by data that was never synced".into());
+            }
+            Err(e @ DecodeError::Truncated { .. }) => break Some(format!("partial record: {e}")),
+            Err(e) => {
+                if let Some(at) = find_valid_record(buf, offset + 1, expected) {
+                    return Err(RecoveryError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset_bytes: offset as u64,
+                        expected_seq: expected,
+                        reason: format!("{e}; a valid record follows at byte offset {at}"),
+                    });
+                }
+                break Some(format!("last record damaged: {e}"));
+            }
+        }
+    };
+    if let Some(reason) = damage {
+        if !is_last {
+            return Err(RecoveryError::Corrupt {
+                path: path.to_path_buf(),
+                offset_bytes: offset as u64,
+                expected_seq: expected,
+                reason: format!("{reason}, in a segment that is not the last"),
+            });
+        }
+        let end = buf.iter().rposition(|&b| b != 0).map_or(offset, |i| i + 1);
+        *torn = Some(TornTail {
+            segment: path.to_path_buf(),
+            offset_bytes: offset as u64,
+            cut_bytes: end.saturating_sub(offset) as u64,
+            reason,
+        });
+    }
+    Ok(SegmentInfo {
+        path: path.to_path_buf(),
+        first_seq,
+        records,
+        last_seq: (records > 0).then(|| expected - 1),
+        data_end_bytes: offset as u64,
+    })
+}
+
+/// Looks for any valid record at or after `from` whose seq could belong to
+/// this segment (at or after `expected_seq`). Only used on damage, so a byte-
+/// by-byte search is fine; the seq and length filters keep it cheap.
+fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize> {
+    let seq_max = expected_seq + (buf.len() / RECORD_HEADER_BYTES) as u64;
+    let mut at = from;
+    while at + RECORD_HEADER_BYTES <= buf.len() {
+        let b = &buf[at..];
+        let len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+        if (expected_seq..=seq_max).contains(&seq)
+            && len <= RECORD_PAYLOAD_BYTES_MAX
+            && frame::decode(b).is_ok()
+        {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+/// Makes a scanned shard writable: removes `.tmp` leftovers and cuts a torn
+/// tail back to the last valid record, syncing both. Reports what it cut.
+pub fn repair(scan: &ShardScan) -> Result<(), RecoveryError> {
+    for tmp in &scan.tmp_files {
+        std::fs::remove_file(tmp).map_err(io_error("remove leftover", tmp))?;
+    }
+    if let Some(torn) = &scan.torn {
+        tracing::warn!(
+            segment = %torn.segment.display(),
+            offset_bytes = torn.offset_bytes,
+            cut_bytes = torn.cut_bytes,
+            "torn tail cut: {}",
+            torn.reason
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&torn.segment)
+            .map_err(io_error("open segment", &torn.segment))?;
+        // Truncating (rather than zeroing) releases the damaged blocks, so no
+        // stale bytes can ever be read back after later records.
+        file.set_len(torn.offset_bytes)
+            .map_err(io_error("truncate torn tail", &torn.segment))?;
+        file.sync_all()
+            .map_err(io_error("fsync truncated segment", &torn.segment))?;
+    }
+    if !scan.tmp_files.is_empty() && scan.dir.exists() {
+        File::open(&scan.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("fsync directory", &scan.dir))?;
+    }
+    Ok(())
+}
