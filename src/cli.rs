@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::constants::{RECORD_PAYLOAD_BYTES_MAX, SHARDS_MAX};
-use crate::core::{self, CoreConfig, CoreReport};
+use crate::core::{self, CoreConfig, CoreReport, DurableListener};
 use crate::frame::{self, RecordRef};
 use crate::inbox::{self, InboxSender};
 use crate::ingest::{self, IngestError};
@@ -230,28 +230,59 @@ fn check_shard(shard: u32) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs one core on its own thread fed by `produce`, which runs here.
+/// The CLI's side of a core: readiness, and `durable SEQ` lines on request.
+struct CliListener {
+    ready: Option<mpsc::Sender<()>>,
+    report_durable: bool,
+}
+
+impl DurableListener for CliListener {
+    fn on_ready(&mut self, _durable_seq: u64) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
+    }
+
+    fn on_durable(&mut self, durable_seq: u64) {
+        if self.report_durable {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "durable {durable_seq}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Runs one core on its own thread fed by `produce`, which runs here once
+/// the core's WAL is open (so a bad --dir fails before any input is read,
+/// and accept timestamps do not include recovery).
 fn run_core_with<P, T, E>(
     config: CoreConfig,
-    on_durable: impl FnMut(u64) + Send + 'static,
+    report_durable: bool,
     produce: P,
 ) -> Result<(CoreReport, Result<T, E>), Failure>
 where
     P: FnOnce(InboxSender) -> Result<T, E>,
 {
     let (sender, receiver) = inbox::inbox().map_err(Failure::operating)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut listener = CliListener {
+        ready: Some(ready_tx),
+        report_durable,
+    };
     let core = std::thread::Builder::new()
         .name(format!("ringship-core-{}", config.shard))
-        .spawn(move || {
-            let mut on_durable = on_durable;
-            core::run(&config, receiver, &mut on_durable)
-        })
+        .spawn(move || core::run(&config, receiver, &mut listener))
         .map_err(Failure::operating)?;
-    let produced = produce(sender);
+    let produced = match ready_rx.recv() {
+        Ok(()) => Some(produce(sender)),
+        // The core failed while opening; its error is reported below.
+        Err(_) => None,
+    };
     let report = core
         .join()
         .map_err(|_| Failure::operating("the core thread panicked"))?
         .map_err(Failure::operating)?;
+    let produced = produced.expect("a core that opened returned a report");
     Ok((report, produced))
 }
 
@@ -290,16 +321,9 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         cpu: Some(args.cpu.unwrap_or(args.shard as usize)),
         durability: args.durability,
     };
-    let report_durable = args.report_durable;
-    let on_durable = move |seq: u64| {
-        if report_durable {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "durable {seq}");
-            let _ = out.flush();
-        }
-    };
-    let (report, fed) =
-        run_core_with(config, on_durable, |sender| ingest::feed_lines(input, sender))?;
+    let (report, fed) = run_core_with(config, args.report_durable, |sender| {
+        ingest::feed_lines(input, sender)
+    })?;
 
     let summary = ShipSummary {
         shard: report.shard,
@@ -600,7 +624,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     let limit = args.records;
     let started = Instant::now();
     let counter = produced.clone();
-    let (report, fed) = run_core_with(config, |_| {}, move |sender| {
+    let (report, fed) = run_core_with(config, false, move |sender| {
         generate(&sender, &payload, limit, deadline, &counter).map(|()| sender.close())
     })?;
     let elapsed = started.elapsed();

@@ -26,16 +26,18 @@ use crate::wal::{Durability, ShardScan, Stage, WalError, WalWriter};
 const TOKEN_WAL: u64 = 1 << WAL_TOKEN_BITS;
 const TOKEN_WAKE: u64 = 2 << WAL_TOKEN_BITS;
 
-/// Called each time the durable watermark advances, before the loop waits
-/// again. The shipper hangs off this.
+/// What a core tells its owner as it runs. The shipper hangs off
+/// [`DurableListener::on_durable`].
 pub trait DurableListener {
-    fn on_durable(&mut self, durable_seq: u64);
-}
-
-impl<F: FnMut(u64)> DurableListener for F {
-    fn on_durable(&mut self, durable_seq: u64) {
-        self(durable_seq)
+    /// The WAL is open and recovered; records handed over from now on are
+    /// appended after `durable_seq`.
+    fn on_ready(&mut self, durable_seq: u64) {
+        let _ = durable_seq;
     }
+
+    /// The durable watermark advanced. Called in the same loop iteration as
+    /// the completion that advanced it, before the loop waits again.
+    fn on_durable(&mut self, durable_seq: u64);
 }
 
 /// What a core is to do.
@@ -87,6 +89,7 @@ pub fn run(
     let mut ring = Ring::new(config.cpu)?;
     let (mut wal, recovered) =
         WalWriter::open(&config.dir, config.shard, config.durability, TOKEN_WAL)?;
+    listener.on_ready(wal.durable_seq());
     let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
     let mut wake_buf = Some(vec![0u8; 8]);
     let mut pending: Option<(Batch, usize)> = None;

@@ -1,0 +1,129 @@
+//! A million lines through `ringship ship` and back out of `ringship dump`,
+//! byte for byte, including empty lines, NUL, CR, invalid UTF-8 and lines of
+//! exactly the maximum record size.
+
+mod common;
+
+use std::io::Write;
+
+use common::{dump_lines, line, run, stderr, stdout};
+use ringship::constants::RECORD_PAYLOAD_BYTES_MAX;
+
+#[test]
+fn a_million_lines_round_trip_byte_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input.log");
+    let wal = tmp.path().join("wal");
+    let mut expected: Vec<Vec<u8>> = Vec::with_capacity(1_000_010);
+    for i in 1..=1_000_000u64 {
+        expected.push(if i % 1000 == 0 { Vec::new() } else { line(i) });
+        if i % 333_333 == 0 {
+            let mut max = vec![b'M'; RECORD_PAYLOAD_BYTES_MAX];
+            max[0] = b'\0';
+            max[RECORD_PAYLOAD_BYTES_MAX - 1] = b'\r';
+            expected.push(max);
+        }
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    for l in &expected {
+        f.write_all(l).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+
+    let out = run(&[
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "ship: {}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = expected.len() as u64;
+    assert_eq!(summary["records"], n);
+    assert_eq!(summary["last_durable_seq"], n);
+    assert_eq!(summary["durability"], "fsync");
+
+    let dumped = dump_lines(&wal);
+    assert_eq!(dumped.len(), expected.len());
+    for (i, (got, want)) in dumped.iter().zip(&expected).enumerate() {
+        assert!(got == want, "record {} differs", i + 1);
+    }
+    let v = run(&["verify", "--dir", wal.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", stdout(&v));
+    assert!(stdout(&v).contains(&format!("{n} records, seq 1..{n}")), "{}", stdout(&v));
+}
+
+#[test]
+fn a_line_over_the_maximum_is_refused_and_nothing_before_it_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input.log");
+    let wal = tmp.path().join("wal");
+    let mut data = Vec::new();
+    for i in 1..=100u64 {
+        data.extend_from_slice(&line(i));
+        data.push(b'\n');
+    }
+    data.extend(std::iter::repeat_n(b'L', RECORD_PAYLOAD_BYTES_MAX + 1));
+    data.extend_from_slice(b"\nafter\n");
+    std::fs::write(&input, &data).unwrap();
+
+    let out = run(&[
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+    let err = stderr(&out);
+    assert!(err.contains("input line 101"), "{err}");
+    assert!(err.contains(&format!("maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes")), "{err}");
+    assert_eq!(dump_lines(&wal), (1..=100).map(line).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_final_line_without_newline_is_a_record_and_restart_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    for (input, last) in [("a\nb\nno-newline", 3), ("c\n", 4)] {
+        let path = tmp.path().join("in");
+        std::fs::write(&path, input).unwrap();
+        let out = run(&["ship", "--dir", wal.to_str().unwrap(), "--input", path.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["last_durable_seq"], last);
+    }
+    let expected: Vec<Vec<u8>> = ["a", "b", "no-newline", "c"].iter().map(|s| s.as_bytes().to_vec()).collect();
+    assert_eq!(dump_lines(&wal), expected);
+    let json = run(&["dump", "--dir", wal.to_str().unwrap(), "--format", "json", "--from-seq", "3"]);
+    let rows: Vec<serde_json::Value> = json.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["seq"], 3);
+    assert_eq!(rows[0]["payload"], "no-newline");
+    assert!(rows[0]["append_ts_ns"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_flags_and_paths_get_clear_errors() {
+    let out = run(&["ship"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--dir"), "{}", stderr(&out));
+    let out = run(&["ship", "--dir", "/tmp/x", "--durability", "maybe"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["ship", "--dir", "/tmp/x", "--input", "/nonexistent/file"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/file"));
+    let out = run(&["verify", "--dir", "/nonexistent/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(&["dump", "--dir", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no shard directories"), "{}", stderr(&out));
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("Examples"));
+}
