@@ -7,8 +7,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,9 +20,9 @@ use crate::frame::{self, RecordRef};
 use crate::inbox::{self, InboxSender};
 use crate::ingest::{self, IngestError};
 use crate::report::{LatencySummary, kernel_release};
+use crate::wal::Durability;
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::shard_dir;
-use crate::wal::Durability;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -311,9 +311,10 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
     let input: Box<dyn Read + Send> = if args.input == "-" {
         Box::new(io::stdin())
     } else {
-        Box::new(File::open(&args.input).map_err(|e| {
-            Failure::usage(format!("cannot open --input {}: {e}", args.input))
-        })?)
+        Box::new(
+            File::open(&args.input)
+                .map_err(|e| Failure::usage(format!("cannot open --input {}: {e}", args.input)))?,
+        )
     };
     let config = CoreConfig {
         dir: args.dir.clone(),
@@ -593,7 +594,9 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         )));
     }
     if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err(Failure::usage("--duration must be a positive number of seconds"));
+        return Err(Failure::usage(
+            "--duration must be a positive number of seconds",
+        ));
     }
     let temp;
     let dir = match &args.dir {
@@ -649,7 +652,8 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         records_per_s: records as f64 / secs,
         payload_bytes_per_s: report.wal.payload_bytes as f64 / secs,
         wal_bytes_per_s: (report.wal.payload_bytes
-            + records * crate::constants::RECORD_HEADER_BYTES as u64) as f64
+            + records * crate::constants::RECORD_HEADER_BYTES as u64)
+            as f64
             / secs,
         commits: report.wal.commits,
         records_per_commit: records as f64 / report.wal.commits.max(1) as f64,

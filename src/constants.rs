@@ -86,8 +86,8 @@ pub const SEGMENTS_PER_SHARD_MAX: usize = 1 << 16;
 pub const SEQ_FIRST: u64 = 1;
 
 const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 8);
-const _: () = assert!(SEGMENT_HEADER_BYTES % PAGE_SIZE_BYTES == 0);
-const _: () = assert!(SEGMENT_SIZE_BYTES % PAGE_SIZE_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(PAGE_SIZE_BYTES));
+const _: () = assert!(SEGMENT_SIZE_BYTES.is_multiple_of(PAGE_SIZE_BYTES as u64));
 // A record never spans segments, so the largest record must fit in an empty one.
 const _: () = assert!(SEGMENT_HEADER_BYTES as u64 + RECORD_BYTES_MAX as u64 <= SEGMENT_SIZE_BYTES);
 // A commit never spans segments either, so it must fit in the data area.
@@ -98,7 +98,7 @@ const _: () = assert!(INBOX_ENTRY_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX <= INB
 // The group commit needs at least two chains to overlap a write with a sync.
 const _: () = assert!(COMMIT_CHAINS_MAX >= 2);
 // Two slots per chain, one for the wake-up read, never more than the ring holds.
-const _: () = assert!(COMMIT_CHAINS_MAX * 2 + 1 <= RING_SLOTS_MAX);
+const _: () = assert!(COMMIT_CHAINS_MAX * 2 < RING_SLOTS_MAX);
 const _: () = assert!(RING_SLOTS_MAX <= RING_ENTRIES as usize);
 // Lengths travel as u32 in the record header and in I/O lengths.
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);

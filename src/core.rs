@@ -160,7 +160,11 @@ pub fn run(
             } else {
                 assert_eq!(completion.token, TOKEN_WAKE, "unknown token");
                 // An eventfd read only fails if the fd is broken, which is a bug.
-                assert!(completion.result >= 0, "eventfd read: {}", completion.result);
+                assert!(
+                    completion.result >= 0,
+                    "eventfd read: {}",
+                    completion.result
+                );
                 wake_buf = completion.buf;
             }
         }
@@ -176,7 +180,10 @@ pub fn run(
     // writing the eventfd ourselves, so the ring's drop (which waits for every
     // outstanding completion) returns, all before the eventfd closes.
     if wake_buf.is_none() {
-        inbox.wake_fd().write(1).map_err(|e| CoreError::Enter(e.into()))?;
+        inbox
+            .wake_fd()
+            .write(1)
+            .map_err(|e| CoreError::Enter(e.into()))?;
     }
     drop(ring);
     drop(inbox);

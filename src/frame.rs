@@ -40,12 +40,17 @@ impl RecordRef<'_> {
 pub enum DecodeError {
     /// The buffer ends inside the header or the payload.
     #[error("truncated record: {need_bytes} bytes needed, {have_bytes} present")]
-    Truncated { need_bytes: usize, have_bytes: usize },
+    Truncated {
+        need_bytes: usize,
+        have_bytes: usize,
+    },
     /// All 24 header bytes are zero: space that was never written.
     #[error("zero header (unwritten space)")]
     ZeroHeader,
     /// The length field exceeds the maximum payload size.
-    #[error("length field {len_bytes} exceeds the maximum payload of {RECORD_PAYLOAD_BYTES_MAX} bytes")]
+    #[error(
+        "length field {len_bytes} exceeds the maximum payload of {RECORD_PAYLOAD_BYTES_MAX} bytes"
+    )]
     TooLong { len_bytes: u64 },
     /// The stored crc does not match the bytes.
     #[error("crc32c mismatch: stored {stored:#010x}, computed {computed:#010x}")]

@@ -28,7 +28,14 @@ fn kill_9_mid_append_loses_nothing_reported_durable() {
     for round in 0..KILLS {
         let durability = if rng.below(4) == 0 { "none" } else { "fsync" };
         let mut child = Command::new(bin())
-            .args(["ship", "--dir", &wal_s, "--report-durable", "--durability", durability])
+            .args([
+                "ship",
+                "--dir",
+                &wal_s,
+                "--report-durable",
+                "--durability",
+                durability,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -78,21 +85,39 @@ fn kill_9_mid_append_loses_nothing_reported_durable() {
         let promised = reported.load(Ordering::SeqCst).max(seen_before_kill);
 
         let v = run(&["verify", "--dir", &wal_s]);
-        assert!(v.status.success(), "round {round}: verify failed: {}", stdout(&v));
-        let held = if wal.join("0").exists() { dump_lines(&wal) } else { Vec::new() };
+        assert!(
+            v.status.success(),
+            "round {round}: verify failed: {}",
+            stdout(&v)
+        );
+        let held = if wal.join("0").exists() {
+            dump_lines(&wal)
+        } else {
+            Vec::new()
+        };
         let n = held.len() as u64;
         assert!(
             n >= promised,
             "round {round}: child reported seq {promised} durable but the WAL holds {n}"
         );
         for (i, got) in held.iter().enumerate() {
-            assert!(*got == line(i as u64 + 1), "round {round}: record {} is wrong", i + 1);
+            assert!(
+                *got == line(i as u64 + 1),
+                "round {round}: record {} is wrong",
+                i + 1
+            );
         }
         total_reported = total_reported.max(promised);
         // Lines the child read but never made durable were never promised:
         // feed again from the first line the WAL does not hold.
         next_line = n + 1;
     }
-    eprintln!("kill9: {KILLS} kills, {} records held, {total_reported} reported durable", next_line - 1);
-    assert!(total_reported > 0, "no round got as far as a durable record");
+    eprintln!(
+        "kill9: {KILLS} kills, {} records held, {total_reported} reported durable",
+        next_line - 1
+    );
+    assert!(
+        total_reported > 0,
+        "no round got as far as a durable record"
+    );
 }

@@ -76,10 +76,17 @@ fn clean() {
     wal_with_n(tmp.path());
     let s = scan(tmp.path()).unwrap();
     assert!(s.torn.is_none());
-    assert_eq!((s.first_seq, s.last_seq, s.next_seq), (Some(1), Some(N), N + 1));
+    assert_eq!(
+        (s.first_seq, s.last_seq, s.next_seq),
+        (Some(1), Some(N), N + 1)
+    );
     let v = verify(tmp.path());
     assert!(v.status.success());
-    assert!(stdout(&v).contains(&format!("{N} records, seq 1..{N}")), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains(&format!("{N} records, seq 1..{N}")),
+        "{}",
+        stdout(&v)
+    );
     // Reopening continues the sequence.
     let (writer, _) = WalWriter::open(tmp.path(), 0, Durability::Fsync, 1 << 8).unwrap();
     assert_eq!(writer.next_seq(), N + 1);
@@ -91,7 +98,12 @@ fn torn_tail_partial_record_truncated_by_one_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let seg = wal_with_n(tmp.path());
     let (at, len) = record_span(N);
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(at + len - 1).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(at + len - 1)
+        .unwrap();
     assert_torn_then_continues(tmp.path(), N - 1, "partial record");
 }
 
@@ -100,7 +112,11 @@ fn torn_tail_bad_crc_on_last_record() {
     let tmp = tempfile::tempdir().unwrap();
     let seg = wal_with_n(tmp.path());
     let (at, len) = record_span(N);
-    let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     let mut byte = [0u8];
     f.read_exact_at(&mut byte, at + len - 1).unwrap();
     f.write_all_at(&[byte[0] ^ 0x01], at + len - 1).unwrap();
@@ -113,7 +129,8 @@ fn torn_tail_zeroed_second_half_of_last_record() {
     let seg = wal_with_n(tmp.path());
     let (at, len) = record_span(N);
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&vec![0; (len / 2) as usize], at + len - len / 2).unwrap();
+    f.write_all_at(&vec![0; (len / 2) as usize], at + len - len / 2)
+        .unwrap();
     assert_torn_then_continues(tmp.path(), N - 1, "last record damaged");
 }
 
@@ -151,7 +168,11 @@ fn corrupt_middle_is_refused_with_segment_and_offset() {
     let tmp = tempfile::tempdir().unwrap();
     let seg = wal_with_n(tmp.path());
     let (at, _) = record_span(N / 2);
-    let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     let mut byte = [0u8];
     f.read_exact_at(&mut byte, at + 30).unwrap();
     f.write_all_at(&[byte[0] ^ 0x40], at + 30).unwrap();
@@ -175,7 +196,13 @@ fn corrupt_middle_is_refused_with_segment_and_offset() {
     // The writer refuses too, and leaves the file untouched.
     let before = std::fs::read(&seg).unwrap();
     assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, 1 << 8).is_err());
-    let out = run(&["ship", "--dir", tmp.path().to_str().unwrap(), "--input", "/dev/null"]);
+    let out = run(&[
+        "ship",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--input",
+        "/dev/null",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(std::fs::read(&seg).unwrap(), before);
 }
@@ -185,14 +212,27 @@ fn valid_crc_with_wrong_seq_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let sdir = shard_dir(tmp.path(), 0);
     std::fs::create_dir_all(&sdir).unwrap();
-    let f = create_segment(&sdir, SegmentHeader { shard: 0, first_seq: 1 }, Durability::Fsync)
-        .unwrap();
+    let f = create_segment(
+        &sdir,
+        SegmentHeader {
+            shard: 0,
+            first_seq: 1,
+        },
+        Durability::Fsync,
+    )
+    .unwrap();
     let mut buf = Vec::with_capacity(1024);
     for seq in [1, 2, 4] {
         frame::encode_into(&mut buf, seq, 0, b"x");
     }
     f.write_all_at(&buf, SEGMENT_HEADER_BYTES as u64).unwrap();
-    assert!(matches!(scan(tmp.path()), Err(RecoveryError::Corrupt { expected_seq: 3, .. })));
+    assert!(matches!(
+        scan(tmp.path()),
+        Err(RecoveryError::Corrupt {
+            expected_seq: 3,
+            ..
+        })
+    ));
 }
 
 /// Writes a segment holding records `seqs` by hand (for multi-segment cases
@@ -200,8 +240,15 @@ fn valid_crc_with_wrong_seq_is_refused() {
 fn craft_segment(dir: &Path, first_seq: u64, seqs: std::ops::RangeInclusive<u64>) -> PathBuf {
     let sdir = shard_dir(dir, 0);
     std::fs::create_dir_all(&sdir).unwrap();
-    let f = create_segment(&sdir, SegmentHeader { shard: 0, first_seq }, Durability::Fsync)
-        .unwrap();
+    let f = create_segment(
+        &sdir,
+        SegmentHeader {
+            shard: 0,
+            first_seq,
+        },
+        Durability::Fsync,
+    )
+    .unwrap();
     let mut buf = Vec::with_capacity(1 << 16);
     for seq in seqs {
         frame::encode_into(&mut buf, seq, 0, &line(seq));
@@ -230,7 +277,11 @@ fn gap_in_segment_sequence_is_refused() {
     }
     let v = verify(tmp.path());
     assert_eq!(v.status.code(), Some(1));
-    assert!(stderr(&v).contains("gap in the segment sequence"), "{}", stderr(&v));
+    assert!(
+        stderr(&v).contains("gap in the segment sequence"),
+        "{}",
+        stderr(&v)
+    );
     assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, 1 << 8).is_err());
 }
 
@@ -242,8 +293,16 @@ fn damage_in_a_segment_that_is_not_the_last_is_refused() {
     // Cut the first segment's last record by a byte: in the last segment this
     // would be a torn tail, here it is loss of durable data.
     let (at, len) = record_span(10);
-    OpenOptions::new().write(true).open(&first).unwrap().set_len(at + len - 1).unwrap();
-    assert!(matches!(scan(tmp.path()), Err(RecoveryError::Corrupt { .. })));
+    OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(at + len - 1)
+        .unwrap();
+    assert!(matches!(
+        scan(tmp.path()),
+        Err(RecoveryError::Corrupt { .. })
+    ));
     assert_eq!(verify(tmp.path()).status.code(), Some(1));
 }
 
@@ -253,7 +312,10 @@ fn bad_segment_header_is_refused() {
     let seg = craft_segment(tmp.path(), 1, 1..=10);
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(b"X", 0).unwrap();
-    assert!(matches!(scan(tmp.path()), Err(RecoveryError::BadHeader { .. })));
+    assert!(matches!(
+        scan(tmp.path()),
+        Err(RecoveryError::BadHeader { .. })
+    ));
     let v = verify(tmp.path());
     assert_eq!(v.status.code(), Some(1));
     assert!(stderr(&v).contains("bad magic"), "{}", stderr(&v));

@@ -53,7 +53,11 @@ fn a_million_lines_round_trip_byte_exact() {
     }
     let v = run(&["verify", "--dir", wal.to_str().unwrap()]);
     assert!(v.status.success(), "{}", stdout(&v));
-    assert!(stdout(&v).contains(&format!("{n} records, seq 1..{n}")), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains(&format!("{n} records, seq 1..{n}")),
+        "{}",
+        stdout(&v)
+    );
 }
 
 #[test]
@@ -80,7 +84,12 @@ fn a_line_over_the_maximum_is_refused_and_nothing_before_it_is_lost() {
     assert_eq!(out.status.code(), Some(2), "bad input exits 2");
     let err = stderr(&out);
     assert!(err.contains("input line 101"), "{err}");
-    assert!(err.contains(&format!("maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes"
+        )),
+        "{err}"
+    );
     assert_eq!(dump_lines(&wal), (1..=100).map(line).collect::<Vec<_>>());
 }
 
@@ -91,16 +100,38 @@ fn a_final_line_without_newline_is_a_record_and_restart_continues() {
     for (input, last) in [("a\nb\nno-newline", 3), ("c\n", 4)] {
         let path = tmp.path().join("in");
         std::fs::write(&path, input).unwrap();
-        let out = run(&["ship", "--dir", wal.to_str().unwrap(), "--input", path.to_str().unwrap(), "--json"]);
+        let out = run(&[
+            "ship",
+            "--dir",
+            wal.to_str().unwrap(),
+            "--input",
+            path.to_str().unwrap(),
+            "--json",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(summary["last_durable_seq"], last);
     }
-    let expected: Vec<Vec<u8>> = ["a", "b", "no-newline", "c"].iter().map(|s| s.as_bytes().to_vec()).collect();
+    let expected: Vec<Vec<u8>> = ["a", "b", "no-newline", "c"]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     assert_eq!(dump_lines(&wal), expected);
-    let json = run(&["dump", "--dir", wal.to_str().unwrap(), "--format", "json", "--from-seq", "3"]);
-    let rows: Vec<serde_json::Value> = json.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let json = run(&[
+        "dump",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--format",
+        "json",
+        "--from-seq",
+        "3",
+    ]);
+    let rows: Vec<serde_json::Value> = json
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["seq"], 3);
     assert_eq!(rows[0]["payload"], "no-newline");
@@ -122,7 +153,11 @@ fn bad_flags_and_paths_get_clear_errors() {
     let empty = tempfile::tempdir().unwrap();
     let out = run(&["dump", "--dir", empty.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no shard directories"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no shard directories"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(&["--help"]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("Examples"));

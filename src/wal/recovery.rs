@@ -185,8 +185,9 @@ pub fn scan_shard(
         } else {
             return Err(RecoveryError::Unexpected {
                 path,
-                reason: "unexpected file in a shard directory (segments are named <20-digit seq>.wal)"
-                    .into(),
+                reason:
+                    "unexpected file in a shard directory (segments are named <20-digit seq>.wal)"
+                        .into(),
             });
         }
     }
@@ -204,11 +205,10 @@ pub fn scan_shard(
             });
         }
         read_whole(&path, &mut buf)?;
-        let header =
-            SegmentHeader::decode(&buf).map_err(|reason| RecoveryError::BadHeader {
-                path: path.clone(),
-                reason,
-            })?;
+        let header = SegmentHeader::decode(&buf).map_err(|reason| RecoveryError::BadHeader {
+            path: path.clone(),
+            reason,
+        })?;
         if header.shard != shard || header.first_seq != first_seq {
             return Err(RecoveryError::BadHeader {
                 path,

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn names_sort_numerically() {
         assert_eq!(segment_file_name(1), "00000000000000000001.wal");
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("1.wal"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000x.wal"), None);
         assert!(segment_file_name(9) < segment_file_name(10));

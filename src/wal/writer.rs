@@ -92,9 +92,8 @@ pub struct WalStats {
 
 impl WalStats {
     fn new() -> WalStats {
-        let histogram = || {
-            Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static histogram bounds")
-        };
+        let histogram =
+            || Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static histogram bounds");
         WalStats {
             commits: 0,
             records: 0,
@@ -471,7 +470,11 @@ impl WalWriter {
             self.order.pop_front();
             let chain = &mut self.chains[index];
             let mut buf = chain.buf.take().expect("done chain holds its buffer");
-            assert_eq!(chain.first_seq, self.durable_seq + 1, "commits complete in order");
+            assert_eq!(
+                chain.first_seq,
+                self.durable_seq + 1,
+                "commits complete in order"
+            );
             let elapsed_ns = chain.submitted.elapsed().as_nanos() as u64;
             self.stats
                 .commit_latency_ns

@@ -15,7 +15,10 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("spawn ringship")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("spawn ringship")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -65,7 +68,10 @@ pub fn line(i: u64) -> Vec<u8> {
         0 => {}
         1 => l.extend_from_slice(b"\r"),
         2 => l.extend_from_slice(b"\0nul\xff\xfe"),
-        _ => l.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, (i % 300) as usize)),
+        _ => l.extend(std::iter::repeat_n(
+            b'a' + (i % 26) as u8,
+            (i % 300) as usize,
+        )),
     }
     l
 }
@@ -74,7 +80,11 @@ pub fn line(i: u64) -> Vec<u8> {
 pub fn dump_lines(dir: &Path) -> Vec<Vec<u8>> {
     let out = run(&["dump", "--dir", dir.to_str().unwrap()]);
     assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    let mut lines: Vec<Vec<u8>> = out.stdout.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    let mut lines: Vec<Vec<u8>> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
     assert_eq!(lines.pop(), Some(Vec::new()), "dump ends with a newline");
     lines
 }
