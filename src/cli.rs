@@ -158,6 +158,11 @@ struct WalBenchArgs {
     /// Append exactly this many records instead of running for --duration.
     #[arg(long)]
     records: Option<u64>,
+    /// Open loop: offer this many records per second, each stamped with its
+    /// intended time on the schedule (so a stall shows in the latency instead
+    /// of hiding it). Default: closed loop, as fast as the WAL takes them.
+    #[arg(long)]
+    rate: Option<f64>,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
     durability: Durability,
     /// CPU to pin the WAL core to.
@@ -625,10 +630,11 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     let payload = vec![b'x'; args.record_bytes];
     let deadline = Duration::from_secs_f64(args.duration);
     let limit = args.records;
+    let rate = args.rate;
     let started = Instant::now();
     let counter = produced.clone();
     let (report, fed) = run_core_with(config, false, move |sender| {
-        generate(&sender, &payload, limit, deadline, &counter).map(|()| sender.close())
+        generate(&sender, &payload, limit, deadline, rate, &counter).map(|()| sender.close())
     })?;
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
@@ -703,34 +709,50 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
-/// The closed-loop generator: fills batches as fast as the core drains them.
+/// The load generator. Closed loop (no `rate`): fills batches as fast as the
+/// core drains them. Open loop: record i is due at start + i/rate and carries
+/// that intended time as its append timestamp, as wrk2 does against
+/// coordinated omission; records already due go out together in one batch.
+/// Sleeping here paces the *load*; nothing in the data path waits on it.
 fn generate(
     sender: &InboxSender,
     payload: &[u8],
     limit: Option<u64>,
     deadline: Duration,
+    rate: Option<f64>,
     produced: &AtomicU64,
 ) -> Result<(), inbox::CoreGone> {
     let started = Instant::now();
+    let started_ns = frame::now_ns();
     let mut count = 0u64;
+    let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
+    let finished = |count: u64| match limit {
+        Some(n) => count == n,
+        None => started.elapsed() >= deadline,
+    };
     loop {
-        let mut batch = sender.take()?;
-        while batch.has_room(payload.len()) {
-            if limit.is_some_and(|n| count == n) {
-                break;
+        if let Some(next) = due(count) {
+            let elapsed = started.elapsed();
+            if next > elapsed {
+                std::thread::sleep(next - elapsed);
             }
-            batch.push(frame::now_ns(), payload).expect("checked size");
+        }
+        let mut batch = sender.take()?;
+        let now = started.elapsed();
+        while batch.has_room(payload.len()) && limit.is_none_or(|n| count != n) {
+            let ts = match due(count) {
+                Some(d) if d > now => break,
+                Some(d) => started_ns + d.as_nanos() as u64,
+                None => frame::now_ns(),
+            };
+            batch.push(ts, payload).expect("checked size");
             count += 1;
         }
-        let finished = match limit {
-            Some(n) => count == n,
-            None => started.elapsed() >= deadline,
-        };
         if !batch.is_empty() {
             sender.send(batch)?;
         }
         produced.store(count, Ordering::Relaxed);
-        if finished {
+        if finished(count) {
             return Ok(());
         }
     }

@@ -86,22 +86,62 @@ pub fn run(
     if let Some(cpu) = config.cpu {
         pin_current_thread(cpu).map_err(|source| CoreError::Pin { cpu, source })?;
     }
-    let mut ring = Ring::new(config.cpu)?;
+    // The WAL is opened before the ring so that it is dropped after it: on an
+    // error path the ring's drop waits for operations still in flight on the
+    // segment's fd, which must stay open until then.
     let (mut wal, recovered) =
         WalWriter::open(&config.dir, config.shard, config.durability, TOKEN_WAL)?;
+    let mut ring = Ring::new(config.cpu)?;
     listener.on_ready(wal.durable_seq());
-    let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
     let mut wake_buf = Some(vec![0u8; 8]);
+    let mut first_appended_seq = None;
+    let result = run_loop(
+        &mut ring,
+        &mut wal,
+        &inbox,
+        listener,
+        &mut wake_buf,
+        &mut first_appended_seq,
+    );
+    // On every exit, success or error: the wake-up read is still in flight
+    // and owns a buffer. Complete it by writing the eventfd ourselves, so the
+    // ring's drop (which waits for every outstanding completion) returns,
+    // all before the eventfd closes with the inbox.
+    if wake_buf.is_none() {
+        let _ = inbox.wake_fd().write(1);
+    }
+    let ring_flags = ring.flags();
+    drop(ring);
+    drop(inbox);
+    result?;
+    Ok(CoreReport {
+        shard: wal.shard(),
+        ring_flags,
+        recovered,
+        first_appended_seq,
+        durable_seq: wal.durable_seq(),
+        wal: wal.into_stats(),
+    })
+}
+
+fn run_loop(
+    ring: &mut Ring,
+    wal: &mut WalWriter,
+    inbox: &InboxReceiver,
+    listener: &mut dyn DurableListener,
+    wake_buf: &mut Option<Vec<u8>>,
+    first_appended_seq: &mut Option<u64>,
+) -> Result<(), CoreError> {
+    let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
     let mut pending: Option<(Batch, usize)> = None;
     let mut inbox_open = true;
-    let mut first_appended_seq = None;
     debug_assert!(RING_SLOTS_MAX <= RING_ENTRIES as usize);
 
     loop {
         if let Some(buf) = wake_buf.take()
             && let Err((_, buf)) = ring.read(inbox.wake_fd(), buf, TOKEN_WAKE)
         {
-            wake_buf = Some(buf);
+            *wake_buf = Some(buf);
         }
 
         // 1 + 2: stage what the inbox holds, submitting as chains free up; a
@@ -138,13 +178,13 @@ pub fn run(
                 let (batch, _) = pending.take().expect("set above");
                 inbox.give_back(batch);
             }
-            if !wal.pump(&mut ring)? {
+            if !wal.pump(ring)? {
                 break;
             }
         }
 
         if !inbox_open && pending.is_none() && wal.is_idle() {
-            break;
+            return Ok(());
         }
 
         // 3 + 4: wait, collect, then handle.
@@ -154,7 +194,7 @@ pub fn run(
         let mut advanced = None;
         for completion in completions.drain(..) {
             if wal.owns(completion.token) {
-                if let Some(seq) = wal.on_completion(&mut ring, completion)? {
+                if let Some(seq) = wal.on_completion(ring, completion)? {
                     advanced = Some(seq);
                 }
             } else {
@@ -165,34 +205,11 @@ pub fn run(
                     "eventfd read: {}",
                     completion.result
                 );
-                wake_buf = completion.buf;
+                *wake_buf = completion.buf;
             }
         }
         if let Some(seq) = advanced {
             listener.on_durable(seq);
         }
     }
-
-    let durable_seq = wal.durable_seq();
-    let ring_flags = ring.flags();
-    let shard = wal.shard();
-    // The wake-up read is still in flight and owns a buffer; complete it by
-    // writing the eventfd ourselves, so the ring's drop (which waits for every
-    // outstanding completion) returns, all before the eventfd closes.
-    if wake_buf.is_none() {
-        inbox
-            .wake_fd()
-            .write(1)
-            .map_err(|e| CoreError::Enter(e.into()))?;
-    }
-    drop(ring);
-    drop(inbox);
-    Ok(CoreReport {
-        shard,
-        ring_flags,
-        recovered,
-        first_appended_seq,
-        durable_seq,
-        wal: wal.into_stats(),
-    })
 }

@@ -7,7 +7,6 @@ use std::os::unix::fs::FileExt;
 use proptest::prelude::*;
 use ringship::constants::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use ringship::frame::{self, DecodeError};
-use ringship::wal::Durability;
 use ringship::wal::recovery::scan_shard;
 use ringship::wal::segment::{SegmentHeader, create_segment, shard_dir};
 
@@ -75,7 +74,7 @@ proptest! {
         let tmp = tempfile::tempdir().unwrap();
         let sdir = shard_dir(tmp.path(), 0);
         std::fs::create_dir_all(&sdir).unwrap();
-        let f = create_segment(&sdir, SegmentHeader { shard: 0, first_seq: 1 }, Durability::None).unwrap();
+        let f = create_segment(&sdir, SegmentHeader { shard: 0, first_seq: 1 }).unwrap();
         let mut buf = Vec::with_capacity(1 << 16);
         for seq in 1..=valid_first as u64 {
             frame::encode_into(&mut buf, seq, 0, b"valid");

@@ -218,7 +218,6 @@ fn valid_crc_with_wrong_seq_is_refused() {
             shard: 0,
             first_seq: 1,
         },
-        Durability::Fsync,
     )
     .unwrap();
     let mut buf = Vec::with_capacity(1024);
@@ -246,7 +245,6 @@ fn craft_segment(dir: &Path, first_seq: u64, seqs: std::ops::RangeInclusive<u64>
             shard: 0,
             first_seq,
         },
-        Durability::Fsync,
     )
     .unwrap();
     let mut buf = Vec::with_capacity(1 << 16);
@@ -361,4 +359,56 @@ fn rotation_across_real_segments_keeps_every_record() {
     })
     .unwrap();
     assert_eq!(seen, 2300);
+}
+
+#[test]
+fn power_cut_hole_inside_the_last_commit_is_a_torn_tail() {
+    // Pages of an unsynced commit reached the disk out of order: one aligned
+    // sector near the end never arrived (reads as zeros), the records after
+    // it did. None of them was ever acknowledged, so all are cut.
+    let tmp = tempfile::tempdir().unwrap();
+    let seg = wal_with_n(tmp.path());
+    let (at, _) = record_span(N - 20);
+    let sector = (at + 100).div_ceil(512) * 512;
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&[0u8; 512], sector).unwrap();
+    let s = scan(tmp.path()).unwrap();
+    let torn = s.torn.clone().expect("torn");
+    assert!(torn.reason.contains("never synced"), "{}", torn.reason);
+    assert!(torn.offset_bytes <= sector);
+    let last = s.last_seq.unwrap();
+    assert!(last >= N - 20 && last < N - 10, "last {last}");
+    assert_torn_then_continues(tmp.path(), last, "never synced");
+}
+
+#[test]
+fn damage_deeper_than_the_in_flight_window_is_refused() {
+    // Unwritten space followed by more than RECOVERY_TORN_WINDOW_BYTES of
+    // data cannot be an unsynced tail: that much is never in flight.
+    use ringship::constants::RECOVERY_TORN_WINDOW_BYTES;
+    let tmp = tempfile::tempdir().unwrap();
+    let sdir = shard_dir(tmp.path(), 0);
+    std::fs::create_dir_all(&sdir).unwrap();
+    let f = create_segment(
+        &sdir,
+        SegmentHeader {
+            shard: 0,
+            first_seq: 1,
+        },
+    )
+    .unwrap();
+    let payload = vec![b'p'; 4000];
+    let count = (RECOVERY_TORN_WINDOW_BYTES / 4000 + 100) as u64;
+    let mut buf = Vec::with_capacity(count as usize * 4100);
+    for seq in 1..=count {
+        frame::encode_into(&mut buf, seq, 0, &payload);
+    }
+    // Zero record 10 entirely.
+    let rec = frame::encoded_len_bytes(payload.len());
+    buf[9 * rec..10 * rec].fill(0);
+    f.write_all_at(&buf, SEGMENT_HEADER_BYTES as u64).unwrap();
+    match scan(tmp.path()) {
+        Err(RecoveryError::Corrupt { expected_seq, .. }) => assert_eq!(expected_seq, 10),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }

@@ -7,19 +7,22 @@
 //! | case | what recovery does |
 //! |---|---|
 //! | clean | nothing |
-//! | torn tail: a partial record, a bad crc on the last record, a zeroed preallocated tail, or bytes after unwritten space in the last segment | report it; the writer truncates to the last valid record |
-//! | a corrupt record followed by valid ones (corrupt middle), or any damage in a segment that is not the last | refuse, naming the segment and byte offset |
+//! | torn tail: a partial record, a bad crc on the last record, a zeroed preallocated tail, or — within [`RECOVERY_TORN_WINDOW_BYTES`] of the end of the last segment — unwritten space followed by never-synced records | report it; the writer truncates to the last valid record |
+//! | a corrupt record followed by valid ones (corrupt middle), damage deeper than that window, or any damage in a segment that is not the last | refuse, naming the segment and byte offset |
 //! | a gap in the segment sequence, or a seq that does not follow its predecessor | refuse |
 //!
-//! Why a damaged record with nothing valid after it is a torn tail: the WAL
-//! writes in order and reports a seq durable only when every byte before it
-//! is synced, so a crash can leave damage only after the last durable record.
-//! Why unwritten space (a zero header) ends the valid data even when bytes
-//! follow it: a record that had been synced is never all zeros, so nothing
-//! from that point on was ever reported durable. With two commit chains in
-//! flight, a power cut may persist the later chain's pages but not the
-//! earlier one's; that tail is cut, not trusted.
+//! Why damage at the end is a torn tail: the WAL writes in order and reports
+//! a seq durable only when every byte before it is synced, so a crash can
+//! leave damage only in the bytes that were still in flight, and at most
+//! [`RECOVERY_TORN_WINDOW_BYTES`] (every commit chain, full) can be in flight.
 //!
+//! Why a torn tail may have valid records *after* the damage: after a power
+//! cut, pages reach the disk in any order, so an unsynced commit can leave a
+//! hole with later, never-acknowledged records intact. Segments are
+//! fallocated, so a hole reads as zeros: a zero record header, or an aligned
+//! all-zero sector inside the damaged record. Damage with valid records after
+//! it and without that mark (a flipped bit) is corruption and is refused.
+
 //! Segments are read whole into one buffer, bounded by [`SEGMENT_SIZE_BYTES`]:
 //! the segment is the unit of recovery, and a corrupt-middle check needs to
 //! look past the damage anyway.
@@ -30,8 +33,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::constants::{
-    RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES,
-    SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
+    RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, RECOVERY_TORN_WINDOW_BYTES,
+    SECTOR_SIZE_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES, SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
 };
 use crate::frame::{self, DecodeError, RecordRef};
 use crate::wal::segment::{
@@ -285,36 +288,65 @@ fn scan_segment(
                 if buf[offset..].iter().all(|&b| b == 0) {
                     break None;
                 }
-                break Some("unwritten space followed by data that was never synced".into());
+                // A synced record is never all zeros, so this record was never
+                // durable, and nor was anything after it (durability is in
+                // order) — provided the data after it could still have been
+                // in flight.
+                if within_torn_window(buf, offset) {
+                    break Some("unwritten space followed by data that was never synced".into());
+                }
+                return Err(corrupt(
+                    path,
+                    offset,
+                    expected,
+                    "unwritten space in the middle of durable data".into(),
+                ));
             }
             Err(e @ DecodeError::Truncated { .. }) => break Some(format!("partial record: {e}")),
             Err(e) => {
-                if let Some(at) = find_valid_record(buf, offset + 1, expected) {
-                    return Err(RecoveryError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset_bytes: offset as u64,
-                        expected_seq: expected,
-                        reason: format!("{e}; a valid record follows at byte offset {at}"),
-                    });
+                let Some(at) = find_valid_record(buf, offset + 1, expected) else {
+                    if within_torn_window(buf, offset) {
+                        break Some(format!("last record damaged: {e}"));
+                    }
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        expected,
+                        format!("{e}, with data far beyond it"),
+                    ));
+                };
+                // Valid records follow. After a power cut pages reach the disk
+                // in any order, so an unsynced commit can leave a hole (an
+                // all-zero sector) with later, never-acknowledged records
+                // intact. Without that mark, or deeper than the in-flight
+                // window, it is corruption of durable data.
+                if is_last && within_torn_window(buf, offset) && has_zero_sector(buf, offset, at) {
+                    break Some(format!(
+                        "{e}, with unwritten sectors before the records at byte offset {at}: a commit that was never synced"
+                    ));
                 }
-                break Some(format!("last record damaged: {e}"));
+                return Err(corrupt(
+                    path,
+                    offset,
+                    expected,
+                    format!("{e}; a valid record follows at byte offset {at}"),
+                ));
             }
         }
     };
     if let Some(reason) = damage {
         if !is_last {
-            return Err(RecoveryError::Corrupt {
-                path: path.to_path_buf(),
-                offset_bytes: offset as u64,
-                expected_seq: expected,
-                reason: format!("{reason}, in a segment that is not the last"),
-            });
+            return Err(corrupt(
+                path,
+                offset,
+                expected,
+                format!("{reason}, in a segment that is not the last"),
+            ));
         }
-        let end = buf.iter().rposition(|&b| b != 0).map_or(offset, |i| i + 1);
         *torn = Some(TornTail {
             segment: path.to_path_buf(),
             offset_bytes: offset as u64,
-            cut_bytes: end.saturating_sub(offset) as u64,
+            cut_bytes: nonzero_end(buf).saturating_sub(offset) as u64,
             reason,
         });
     }
@@ -327,13 +359,48 @@ fn scan_segment(
     })
 }
 
+fn corrupt(path: &Path, offset: usize, expected_seq: u64, reason: String) -> RecoveryError {
+    RecoveryError::Corrupt {
+        path: path.to_path_buf(),
+        offset_bytes: offset as u64,
+        expected_seq,
+        reason,
+    }
+}
+
+/// Offset just past the last non-zero byte.
+fn nonzero_end(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// True if everything written from `offset` on fits in the window that can
+/// be in flight, unsynced, at once.
+fn within_torn_window(buf: &[u8], offset: usize) -> bool {
+    nonzero_end(buf).saturating_sub(offset) <= RECOVERY_TORN_WINDOW_BYTES
+}
+
+/// True if [from, to) holds a sector-aligned, all-zero sector.
+fn has_zero_sector(buf: &[u8], from: usize, to: usize) -> bool {
+    let first = from.div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES;
+    let to = to.min(buf.len());
+    (first..to)
+        .step_by(SECTOR_SIZE_BYTES)
+        .take_while(|s| s + SECTOR_SIZE_BYTES <= to)
+        .any(|s| buf[s..s + SECTOR_SIZE_BYTES].iter().all(|&b| b == 0))
+}
+
 /// Looks for any valid record at or after `from` whose seq could belong to
 /// this segment (at or after `expected_seq`). Only used on damage, so a byte-
-/// by-byte search is fine; the seq and length filters keep it cheap.
+/// by-byte search is fine; the seq and length filters keep it cheap, and the
+/// search stops past the torn window (anything found beyond it is
+/// corruption either way, which the window check reports).
 fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize> {
     let seq_max = expected_seq + (buf.len() / RECORD_HEADER_BYTES) as u64;
+    let limit = buf
+        .len()
+        .min(from + RECOVERY_TORN_WINDOW_BYTES + RECORD_BYTES_MAX);
     let mut at = from;
-    while at + RECORD_HEADER_BYTES <= buf.len() {
+    while at + RECORD_HEADER_BYTES <= limit {
         let b = &buf[at..];
         let len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
         let seq = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));

@@ -31,8 +31,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::constants::{SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES};
-use crate::wal::{Durability, WalError};
+use crate::constants::{SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES, SEQ_FIRST, SEQ_MAX};
+use crate::wal::WalError;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RSHIPWAL";
 pub const SEGMENT_VERSION: u32 = 1;
@@ -88,9 +88,13 @@ impl SegmentHeader {
         if block[28..SEGMENT_HEADER_BYTES].iter().any(|&b| b != 0) {
             return Err("header padding is not zero".into());
         }
+        let first_seq = u64::from_le_bytes(block[16..24].try_into().expect("8 bytes"));
+        if !(SEQ_FIRST..=SEQ_MAX).contains(&first_seq) {
+            return Err(format!("first seq {first_seq} is out of range"));
+        }
         Ok(SegmentHeader {
             shard: u32::from_le_bytes(block[12..16].try_into().expect("4 bytes")),
-            first_seq: u64::from_le_bytes(block[16..24].try_into().expect("8 bytes")),
+            first_seq,
         })
     }
 }
@@ -121,15 +125,11 @@ pub fn is_tmp_segment_name(name: &str) -> bool {
 
 /// Creates, preallocates and syncs a new segment, and returns it open for
 /// writing. When this returns, the segment and its directory entry are
-/// durable (in `fsync` mode), so recovery will always find a valid header.
+/// durable, so recovery will always find a valid header.
 ///
 /// A full disk shows up here, as ENOSPC from fallocate(2), and nowhere on the
 /// append path: records only ever go into space reserved in advance.
-pub fn create_segment(
-    shard_dir: &Path,
-    header: SegmentHeader,
-    durability: Durability,
-) -> Result<File, WalError> {
+pub fn create_segment(shard_dir: &Path, header: SegmentHeader) -> Result<File, WalError> {
     let name = segment_file_name(header.first_seq);
     let final_path = shard_dir.join(&name);
     let tmp_path = shard_dir.join(format!("{name}.tmp"));
@@ -144,12 +144,20 @@ pub fn create_segment(
         .truncate(true)
         .open(&tmp_path)
         .map_err(io_err("create segment", &tmp_path))?;
-    preallocate(&file, &tmp_path)?;
-    file.write_all_at(&header.encode(), 0)
-        .map_err(io_err("write segment header", &tmp_path))?;
-    if durability == Durability::Fsync {
+    let prepared = preallocate(&file, &tmp_path).and_then(|()| {
+        file.write_all_at(&header.encode(), 0)
+            .map_err(io_err("write segment header", &tmp_path))?;
+        // Synced in both durability modes: creation is rare, and a segment
+        // whose header did not survive a power cut would make the WAL refuse
+        // to open.
         file.sync_all()
-            .map_err(io_err("fsync new segment", &tmp_path))?;
+            .map_err(io_err("fsync new segment", &tmp_path))
+    });
+    if let Err(e) = prepared {
+        // Give the space back (a full disk is the usual cause); recovery
+        // would remove the leftover anyway.
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(e);
     }
     std::fs::rename(&tmp_path, &final_path).map_err(io_err("rename segment", &final_path))?;
     sync_dir(shard_dir)?;

@@ -161,6 +161,23 @@ impl WalWriter {
         let scan = recovery::scan_shard(&sdir, shard, |_| Ok(()))?;
         recovery::repair(&scan)?;
 
+        if durability == Durability::Fsync {
+            // Records that survived a process kill, or that a `--durability
+            // none` run wrote, may be only in the page cache: make every
+            // segment durable before reporting its records so. Syncing a
+            // clean file costs next to nothing.
+            for info in &scan.segments {
+                File::open(&info.path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|source| WalError::SyncFailed {
+                        path: info.path.clone(),
+                        shard,
+                        offset_bytes: 0,
+                        durable_seq: 0,
+                        source,
+                    })?;
+            }
+        }
         let mut stats = WalStats::new();
         let (file, segment_path, write_offset_bytes) = match scan.segments.last() {
             Some(last) => {
@@ -175,17 +192,6 @@ impl WalWriter {
                     })?;
                 // Re-reserve the space a torn-tail cut released.
                 preallocate(&file, &last.path)?;
-                if durability == Durability::Fsync {
-                    // Records that survived a process kill may still be only in
-                    // the page cache; make them durable before reporting them so.
-                    file.sync_data().map_err(|source| WalError::SyncFailed {
-                        path: last.path.clone(),
-                        shard,
-                        offset_bytes: 0,
-                        durable_seq: 0,
-                        source,
-                    })?;
-                }
                 (file, last.path.clone(), last.data_end_bytes)
             }
             None => {
@@ -193,7 +199,7 @@ impl WalWriter {
                     shard,
                     first_seq: scan.next_seq,
                 };
-                let file = create_segment(&sdir, header, durability)?;
+                let file = create_segment(&sdir, header)?;
                 stats.segments_created += 1;
                 let path = sdir.join(segment::segment_file_name(scan.next_seq));
                 (file, path, crate::constants::SEGMENT_HEADER_BYTES as u64)
@@ -503,7 +509,7 @@ impl WalWriter {
             first_seq: self.next_seq,
         };
         // The old file closes here; no operation on it is in flight.
-        self.file = create_segment(&self.dir, header, self.durability)?;
+        self.file = create_segment(&self.dir, header)?;
         self.segment_path = self.dir.join(segment::segment_file_name(self.next_seq));
         self.write_offset_bytes = crate::constants::SEGMENT_HEADER_BYTES as u64;
         self.rotate_pending = false;
