@@ -210,21 +210,11 @@ fn corrupt_middle_is_refused_with_segment_and_offset() {
 #[test]
 fn valid_crc_with_wrong_seq_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let sdir = shard_dir(tmp.path(), 0);
-    std::fs::create_dir_all(&sdir).unwrap();
-    let f = create_segment(
-        &sdir,
-        SegmentHeader {
-            shard: 0,
-            first_seq: 1,
-        },
-    )
-    .unwrap();
     let mut buf = Vec::with_capacity(1024);
     for seq in [1, 2, 4] {
         frame::encode_into(&mut buf, seq, 0, b"x");
     }
-    f.write_all_at(&buf, SEGMENT_HEADER_BYTES as u64).unwrap();
+    write_segment(tmp.path(), 1, &buf);
     assert!(matches!(
         scan(tmp.path()),
         Err(RecoveryError::Corrupt {
@@ -237,6 +227,16 @@ fn valid_crc_with_wrong_seq_is_refused() {
 /// Writes a segment holding records `seqs` by hand (for multi-segment cases
 /// that would otherwise need 64 MiB of data each).
 fn craft_segment(dir: &Path, first_seq: u64, seqs: std::ops::RangeInclusive<u64>) -> PathBuf {
+    let mut buf = Vec::with_capacity(1 << 16);
+    for seq in seqs {
+        frame::encode_into(&mut buf, seq, 0, &line(seq));
+    }
+    write_segment(dir, first_seq, &buf)
+}
+
+/// Creates a real segment starting at `first_seq` and writes `records`
+/// (already encoded) after its header.
+fn write_segment(dir: &Path, first_seq: u64, records: &[u8]) -> PathBuf {
     let sdir = shard_dir(dir, 0);
     std::fs::create_dir_all(&sdir).unwrap();
     let f = create_segment(
@@ -247,11 +247,8 @@ fn craft_segment(dir: &Path, first_seq: u64, seqs: std::ops::RangeInclusive<u64>
         },
     )
     .unwrap();
-    let mut buf = Vec::with_capacity(1 << 16);
-    for seq in seqs {
-        frame::encode_into(&mut buf, seq, 0, &line(seq));
-    }
-    f.write_all_at(&buf, SEGMENT_HEADER_BYTES as u64).unwrap();
+    f.write_all_at(records, SEGMENT_HEADER_BYTES as u64)
+        .unwrap();
     sdir.join(ringship::wal::segment::segment_file_name(first_seq))
 }
 
@@ -387,16 +384,6 @@ fn damage_deeper_than_the_in_flight_window_is_refused() {
     // data cannot be an unsynced tail: that much is never in flight.
     use ringship::constants::RECOVERY_TORN_WINDOW_BYTES;
     let tmp = tempfile::tempdir().unwrap();
-    let sdir = shard_dir(tmp.path(), 0);
-    std::fs::create_dir_all(&sdir).unwrap();
-    let f = create_segment(
-        &sdir,
-        SegmentHeader {
-            shard: 0,
-            first_seq: 1,
-        },
-    )
-    .unwrap();
     let payload = vec![b'p'; 4000];
     let count = (RECOVERY_TORN_WINDOW_BYTES / 4000 + 100) as u64;
     let mut buf = Vec::with_capacity(count as usize * 4100);
@@ -406,7 +393,7 @@ fn damage_deeper_than_the_in_flight_window_is_refused() {
     // Zero record 10 entirely.
     let rec = frame::encoded_len_bytes(payload.len());
     buf[9 * rec..10 * rec].fill(0);
-    f.write_all_at(&buf, SEGMENT_HEADER_BYTES as u64).unwrap();
+    write_segment(tmp.path(), 1, &buf);
     match scan(tmp.path()) {
         Err(RecoveryError::Corrupt { expected_seq, .. }) => assert_eq!(expected_seq, 10),
         other => panic!("expected Corrupt, got {other:?}"),
