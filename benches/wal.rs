@@ -34,6 +34,8 @@ fn wal_bench(c: &mut Criterion) {
                 shard: 0,
                 cpu: Some(0),
                 durability,
+                ship: None,
+                ack_timeout: Duration::ZERO,
             };
             let core = std::thread::spawn(move || core::run(&config, receiver, &mut Notify(tx)));
             let payload = vec![b'x'; payload_bytes];

@@ -19,7 +19,9 @@ use crate::core::{self, CoreConfig, CoreReport, DurableListener};
 use crate::frame::{self, RecordRef};
 use crate::inbox::{self, InboxSender};
 use crate::ingest::{self, IngestError};
+use crate::receive::{Receiver, ReceiverConfig};
 use crate::report::{LatencySummary, kernel_release};
+use crate::ship::{SendMode, ShipConfig};
 use crate::wal::Durability;
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::shard_dir;
@@ -50,6 +52,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Ship(ShipArgs),
+    Receive(ReceiveArgs),
     Dump(DumpArgs),
     Verify(VerifyArgs),
     WalBench(WalBenchArgs),
@@ -88,6 +91,48 @@ struct ShipArgs {
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Ship the durable tail to the receiver at HOST:PORT. Without it, only
+    /// the local WAL is written.
+    #[arg(long)]
+    peer: Option<String>,
+    /// This source's name at the receiver, [A-Za-z0-9._-]{1,64}
+    /// (default: the hostname).
+    #[arg(long)]
+    source: Option<String>,
+    /// At EOF, how many seconds to keep trying to get every record
+    /// acknowledged before exiting 1 (the rest stays in the WAL).
+    #[arg(long, default_value_t = 30.0)]
+    ack_timeout: f64,
+    /// How bytes go from segment to socket. Only `copy` is built so far.
+    #[arg(long, value_enum, default_value_t = SendMode::Copy)]
+    send_mode: SendMode,
+}
+
+/// Receive records from shippers: verify, persist, acknowledge.
+///
+/// Each (source, shard) is stored in DIR/<source>/<shard>/ in the WAL's own
+/// format, so `dump --dir DIR/<source>` and `verify` work on it. A seq is
+/// acknowledged only once the receiver's fdatasync covers it (unless
+/// --durability none). Runs until SIGINT or SIGTERM.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ringship receive --dir /var/lib/ringship-recv\n  \
+    ringship receive --listen 127.0.0.1:0 --dir recv   # prints the port it got")]
+struct ReceiveArgs {
+    /// Address to listen on. A non-loopback address needs --insecure until
+    /// authentication is built.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    #[arg(long)]
+    dir: PathBuf,
+    /// Spread connection cores over this many CPUs (default: all).
+    #[arg(long)]
+    cores: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    /// Allow a non-loopback --listen without authentication.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,6 +236,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Ship(args) => ship(args),
+        Command::Receive(args) => receive(args),
         Command::Dump(args) => dump(args),
         Command::Verify(args) => verify(args),
         Command::WalBench(args) => wal_bench(args),
@@ -309,6 +355,42 @@ struct ShipSummary {
     recovered_torn_tail: Option<String>,
     commit_latency: LatencySummary,
     append_to_durable: LatencySummary,
+    peer: Option<String>,
+    source: Option<String>,
+    send_mode: Option<SendMode>,
+    acked_seq: Option<u64>,
+    sent_bytes: Option<u64>,
+    connects: Option<u64>,
+    append_to_acked: Option<LatencySummary>,
+}
+
+fn resolve(addr: &str) -> Result<std::net::SocketAddr, Failure> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| Failure::usage(format!("--peer {addr}: {e}")))?
+        .next()
+        .ok_or_else(|| Failure::usage(format!("--peer {addr}: no address")))
+}
+
+fn source_name(given: Option<&str>) -> Result<String, Failure> {
+    let name = match given {
+        Some(name) => name.to_string(),
+        None => nix::unistd::gethostname()
+            .map_err(Failure::operating)?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    crate::protocol::validate_source(&name).map_err(|e| {
+        Failure::usage(format!(
+            "--source: {e}{}",
+            if given.is_none() {
+                " (from the hostname; pass --source)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    Ok(name)
 }
 
 fn ship(args: ShipArgs) -> Result<i32, Failure> {
@@ -321,11 +403,21 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
                 .map_err(|e| Failure::usage(format!("cannot open --input {}: {e}", args.input)))?,
         )
     };
+    let ship = match &args.peer {
+        Some(peer) => Some(ShipConfig {
+            peer: resolve(peer)?,
+            source: source_name(args.source.as_deref())?,
+            send_mode: args.send_mode,
+        }),
+        None => None,
+    };
     let config = CoreConfig {
         dir: args.dir.clone(),
         shard: args.shard,
         cpu: Some(args.cpu.unwrap_or(args.shard as usize)),
         durability: args.durability,
+        ship,
+        ack_timeout: Duration::from_secs_f64(args.ack_timeout),
     };
     let (report, fed) = run_core_with(config, args.report_durable, |sender| {
         ingest::feed_lines(input, sender)
@@ -356,6 +448,20 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         }),
         commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
         append_to_durable: LatencySummary::of(&report.wal.append_to_durable_ns),
+        peer: args.peer.clone(),
+        source: args
+            .peer
+            .as_ref()
+            .and(args.source.clone())
+            .or_else(|| args.peer.as_ref().and_then(|_| source_name(None).ok())),
+        send_mode: args.peer.as_ref().map(|_| args.send_mode),
+        acked_seq: report.acked_seq,
+        sent_bytes: report.ship.as_ref().map(|s| s.sent_bytes),
+        connects: report.ship.as_ref().map(|s| s.connects),
+        append_to_acked: report
+            .ship
+            .as_ref()
+            .map(|s| LatencySummary::of(&s.append_to_acked_ns)),
     };
     if args.json {
         println!(
@@ -391,12 +497,83 @@ fn print_ship_summary(s: &ShipSummary) {
     );
     println!("  commit latency     {}", s.commit_latency.human());
     println!("  append → durable   {}", s.append_to_durable.human());
+    if let (Some(peer), Some(acked)) = (&s.peer, s.acked_seq) {
+        println!(
+            "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent, {} connects",
+            s.source.as_deref().unwrap_or("?"),
+            s.send_mode.unwrap_or(SendMode::Copy),
+            s.sent_bytes.unwrap_or(0),
+            s.connects.unwrap_or(0)
+        );
+    }
+    if let Some(acked) = &s.append_to_acked {
+        println!("  append → acked     {}", acked.human());
+    }
     if s.recovered_records > 0 || s.recovered_torn_tail.is_some() {
         println!("  recovered {} records at start", s.recovered_records);
     }
     if let Some(torn) = &s.recovered_torn_tail {
         println!("  torn tail cut: {torn}");
     }
+}
+
+fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
+    use std::net::ToSocketAddrs;
+    let addr = args
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| Failure::usage(format!("--listen {}: {e}", args.listen)))?
+        .next()
+        .ok_or_else(|| Failure::usage(format!("--listen {}: no address", args.listen)))?;
+    if !addr.ip().is_loopback() && !args.insecure {
+        return Err(Failure::usage(format!(
+            "--listen {addr} is not a loopback address, and authentication is not built yet: \
+             pass --insecure to accept unauthenticated shippers from the network"
+        )));
+    }
+    if args.cores == Some(0) {
+        return Err(Failure::usage("--cores must be at least 1"));
+    }
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| Failure::operating(format!("creating {}: {e}", args.dir.display())))?;
+    // SIGINT and SIGTERM are taken by one thread that stops the receiver
+    // cleanly; block them everywhere else before any thread starts.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals.thread_block().map_err(Failure::operating)?;
+    let receiver = Receiver::bind(
+        addr,
+        ReceiverConfig {
+            dir: args.dir.clone(),
+            durability: args.durability,
+            cores: Some(
+                args.cores
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            ),
+        },
+    )
+    .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
+    let local = receiver.local_addr().map_err(Failure::operating)?;
+    println!(
+        "listening on {local} · dir {} · durability {}",
+        args.dir.display(),
+        args.durability
+    );
+    let _ = io::stdout().flush();
+    let stopper = receiver.stopper();
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            eprintln!("ringship: {signal:?}: finishing open connections");
+        }
+        stopper.stop();
+    });
+    let totals = receiver.run().map_err(Failure::operating)?;
+    println!(
+        "received {} records ({} payload bytes) over {} connections ({} refused)",
+        totals.records, totals.payload_bytes, totals.connections, totals.refused
+    );
+    Ok(EXIT_OK)
 }
 
 fn shards_to_read(dir: &Path, only: Option<u32>) -> Result<Vec<u32>, Failure> {
@@ -623,6 +800,8 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         shard: 0,
         cpu: Some(args.cpu),
         durability: args.durability,
+        ship: None,
+        ack_timeout: Duration::ZERO,
     };
     let produced = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));

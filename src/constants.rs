@@ -105,7 +105,48 @@ pub const SEQ_MAX: u64 = u64::MAX >> 1;
 /// the resume handshake.
 pub const SEQ_FIRST: u64 = 1;
 
+/// Longest source name a shipper may send; it becomes a directory name on
+/// the receiver.
+pub const SOURCE_NAME_BYTES_MAX: usize = 64;
+
+/// Bytes the shipper reads from a segment and hands to one send. Chunks end
+/// on a record boundary, so one must hold the largest record.
+pub const SEND_CHUNK_BYTES: usize = 2 << 20;
+
+/// Send buffers per shipper: one in flight while the next is filled.
+pub const SEND_BUFFERS_COUNT: usize = 2;
+
+/// Records sent but not yet acknowledged, per shipper. Their (seq,
+/// timestamp) pairs are kept to measure append → acked; when the table is
+/// full the shipper waits for acks (the peer's window, in records).
+pub const SEND_INFLIGHT_RECORDS_MAX: usize = 1 << 17;
+
+/// Bytes sent but not yet acknowledged, per shipper: the send window. The
+/// rest of the backlog stays on disk, never in RAM.
+pub const SEND_INFLIGHT_BYTES_MAX: u64 = 16 << 20;
+
+/// The receiver's per-connection read buffer. It must hold a maximum record
+/// plus the start of the next one.
+pub const RECV_BUFFER_BYTES: usize = 4 << 20;
+
+/// Connections one receiver serves at once; more are refused.
+pub const RECEIVER_CONNECTIONS_MAX: usize = 256;
+
+/// How long either side waits for the other's half of the handshake.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// How long the shipper waits for a TCP connect.
+pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+/// Reconnect backoff: doubles from the minimum to the cap, with jitter.
+pub const RECONNECT_BACKOFF_MIN_MS: u64 = 20;
+pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
+
 const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 8);
+const _: () = assert!(SEND_CHUNK_BYTES >= RECORD_BYTES_MAX);
+const _: () = assert!(RECV_BUFFER_BYTES >= 2 * RECORD_BYTES_MAX);
+const _: () = assert!(SEND_INFLIGHT_BYTES_MAX >= SEND_CHUNK_BYTES as u64);
+const _: () = assert!(RECONNECT_BACKOFF_MIN_MS <= RECONNECT_BACKOFF_MAX_MS);
 const _: () = assert!(PAGE_SIZE_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
 const _: () = assert!((RECOVERY_TORN_WINDOW_BYTES as u64) < SEGMENT_SIZE_BYTES);
 const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(PAGE_SIZE_BYTES));

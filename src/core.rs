@@ -15,16 +15,19 @@
 //! completes. There is no timer anywhere in it.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::constants::{RING_ENTRIES, RING_SLOTS_MAX};
 use crate::inbox::{Batch, InboxReceiver, Next};
 use crate::io::{Completion, Ring, RingError, RingFlags, pin_current_thread};
+use crate::ship::{ShipConfig, ShipError, ShipStats, Shipper};
 use crate::wal::writer::WAL_TOKEN_BITS;
 use crate::wal::{Durability, ShardScan, Stage, WalError, WalWriter};
 
 /// Token owners, in the bits above [`WAL_TOKEN_BITS`].
 const TOKEN_WAL: u64 = 1 << WAL_TOKEN_BITS;
 const TOKEN_WAKE: u64 = 2 << WAL_TOKEN_BITS;
+const TOKEN_SHIP: u64 = 3 << WAL_TOKEN_BITS;
 
 /// What a core tells its owner as it runs. The shipper hangs off
 /// [`DurableListener::on_durable`].
@@ -49,6 +52,11 @@ pub struct CoreConfig {
     /// unpinned.
     pub cpu: Option<usize>,
     pub durability: Durability,
+    /// Ship the durable tail to a peer, if set.
+    pub ship: Option<ShipConfig>,
+    /// Once the inbox is closed and everything is durable, how long to keep
+    /// trying to get it acknowledged before giving up.
+    pub ack_timeout: Duration,
 }
 
 /// What a core did, returned when its inbox closes and everything is durable.
@@ -61,6 +69,9 @@ pub struct CoreReport {
     pub first_appended_seq: Option<u64>,
     pub durable_seq: u64,
     pub wal: crate::wal::writer::WalStats,
+    /// The peer's acknowledged seq and the shipping statistics, if shipping.
+    pub acked_seq: Option<u64>,
+    pub ship: Option<ShipStats>,
 }
 
 /// Why a core stopped early.
@@ -74,6 +85,17 @@ pub enum CoreError {
     Enter(std::io::Error),
     #[error("pinning to CPU {cpu}: {source}")]
     Pin { cpu: usize, source: std::io::Error },
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    #[error(
+        "the peer has acknowledged up to seq {acked_seq} of {durable_seq} after waiting {waited_s} s          (--ack-timeout); seqs {} ..= {durable_seq} stay in the WAL and ship on the next run",
+        acked_seq + 1
+    )]
+    AckTimeout {
+        acked_seq: u64,
+        durable_seq: u64,
+        waited_s: u64,
+    },
 }
 
 /// Opens the shard's WAL and runs the loop until the inbox is closed and
@@ -92,17 +114,33 @@ pub fn run(
     let (mut wal, recovered) =
         WalWriter::open(&config.dir, config.shard, config.durability, TOKEN_WAL)?;
     let mut ring = Ring::new(config.cpu)?;
+    let mut shipper = match &config.ship {
+        Some(ship) => Some(Shipper::new(
+            ship.clone(),
+            &config.dir,
+            config.shard,
+            TOKEN_SHIP,
+        )?),
+        None => None,
+    };
     listener.on_ready(wal.durable_seq());
     let mut wake_buf = Some(vec![0u8; 8]);
     let mut first_appended_seq = None;
     let result = run_loop(
         &mut ring,
         &mut wal,
+        shipper.as_mut(),
         &inbox,
         listener,
         &mut wake_buf,
         &mut first_appended_seq,
+        config.ack_timeout,
     );
+    // The shipper's socket reads are in flight too: closing the socket
+    // completes them.
+    if let Some(s) = shipper.as_mut() {
+        s.close();
+    }
     // On every exit, success or error: the wake-up read is still in flight
     // and owns a buffer. Complete it by writing the eventfd ourselves, so the
     // ring's drop (which waits for every outstanding completion) returns,
@@ -121,17 +159,23 @@ pub fn run(
         first_appended_seq,
         durable_seq: wal.durable_seq(),
         wal: wal.into_stats(),
+        acked_seq: shipper.as_ref().map(Shipper::acked_seq),
+        ship: shipper.map(Shipper::into_stats),
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_loop(
     ring: &mut Ring,
     wal: &mut WalWriter,
+    mut shipper: Option<&mut Shipper>,
     inbox: &InboxReceiver,
     listener: &mut dyn DurableListener,
     wake_buf: &mut Option<Vec<u8>>,
     first_appended_seq: &mut Option<u64>,
+    ack_timeout: Duration,
 ) -> Result<(), CoreError> {
+    let mut ack_deadline: Option<Instant> = None;
     let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
     let mut pending: Option<(Batch, usize)> = None;
     let mut inbox_open = true;
@@ -183,12 +227,41 @@ fn run_loop(
             }
         }
 
-        if !inbox_open && pending.is_none() && wal.is_idle() {
-            return Ok(());
+        // Ship whatever became durable in the previous iteration's
+        // completions, before waiting again.
+        if let Some(s) = shipper.as_deref_mut() {
+            s.pump(ring, wal)?;
         }
 
-        // 3 + 4: wait, collect, then handle.
-        ring.submit_and_wait(1).map_err(CoreError::Enter)?;
+        if !inbox_open && pending.is_none() && wal.is_idle() {
+            let Some(s) = shipper.as_deref() else {
+                return Ok(());
+            };
+            if s.acked_seq() >= wal.durable_seq() {
+                return Ok(());
+            }
+            let deadline = *ack_deadline.get_or_insert_with(|| Instant::now() + ack_timeout);
+            if Instant::now() >= deadline {
+                return Err(CoreError::AckTimeout {
+                    acked_seq: s.acked_seq(),
+                    durable_seq: wal.durable_seq(),
+                    waited_s: ack_timeout.as_secs(),
+                });
+            }
+        }
+
+        // 3 + 4: wait, collect, then handle. Only the reconnect backoff and
+        // the ack deadline bound the wait; a durable record never does.
+        let wake_at = [shipper.as_deref().and_then(Shipper::wake_at), ack_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        match wake_at {
+            Some(at) => ring
+                .submit_and_wait_timeout(1, at.saturating_duration_since(Instant::now()))
+                .map_err(CoreError::Enter)?,
+            None => ring.submit_and_wait(1).map_err(CoreError::Enter)?,
+        }
         completions.clear();
         ring.reap(&mut completions);
         let mut advanced = None;
@@ -197,6 +270,8 @@ fn run_loop(
                 if let Some(seq) = wal.on_completion(ring, completion)? {
                     advanced = Some(seq);
                 }
+            } else if let Some(s) = shipper.as_deref_mut().filter(|s| s.owns(completion.token)) {
+                s.on_completion(ring, completion)?;
             } else {
                 assert_eq!(completion.token, TOKEN_WAKE, "unknown token");
                 // An eventfd read only fails if the fd is broken, which is a bug.

@@ -48,5 +48,8 @@ pub mod frame;
 pub mod inbox;
 pub mod ingest;
 pub mod io;
+pub mod protocol;
+pub mod receive;
 pub mod report;
+pub mod ship;
 pub mod wal;

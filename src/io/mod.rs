@@ -21,6 +21,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
@@ -109,10 +110,12 @@ pub struct Ring {
 }
 
 /// The opcodes every core needs, probed at start-up.
-const OPCODES_REQUIRED: [(u8, &str); 3] = [
+const OPCODES_REQUIRED: [(u8, &str); 5] = [
     (opcode::Write::CODE, "WRITE"),
     (opcode::Fsync::CODE, "FSYNC"),
     (opcode::Read::CODE, "READ"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::Recv::CODE, "RECV"),
 ];
 
 impl Ring {
@@ -282,6 +285,76 @@ impl Ring {
             .user_data(slot as u64);
         self.push(&entry);
         Ok(())
+    }
+
+    /// Pushes `send(fd, buf[from..], MSG_NOSIGNAL)` on a connected socket. The
+    /// buffer comes back with the completion; a short send is the caller's
+    /// to resubmit.
+    pub fn send(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        from: usize,
+        token: u64,
+    ) -> Result<(), (QueueFull, Vec<u8>)> {
+        if self.free.is_empty() || self.sq_space() == 0 {
+            return Err((QueueFull, buf));
+        }
+        assert!(from < buf.len(), "send of an empty range");
+        let len = u32::try_from(buf.len() - from).expect("send chunk below 4 GiB");
+        // SAFETY (for the pointer taken here): as in `write_then_datasync`,
+        // the Vec is owned by the slot until its completion is reaped.
+        let ptr = buf[from..].as_ptr();
+        let slot = self.take_slot(token, Some(buf));
+        let entry = opcode::Send::new(types::Fd(fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry);
+        Ok(())
+    }
+
+    /// Pushes `recv(fd, buf[..])` on a connected socket. The buffer comes
+    /// back with the completion; the result is the byte count (0 at EOF).
+    pub fn recv(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        token: u64,
+    ) -> Result<(), (QueueFull, Vec<u8>)> {
+        if self.free.is_empty() || self.sq_space() == 0 {
+            return Err((QueueFull, buf));
+        }
+        let len = u32::try_from(buf.len()).expect("recv buffer below 4 GiB");
+        let mut buf = buf;
+        // SAFETY (for the pointer taken here): as in `write_then_datasync`.
+        let ptr = buf.as_mut_ptr();
+        let slot = self.take_slot(token, Some(buf));
+        let entry = opcode::Recv::new(types::Fd(fd.as_raw_fd()), ptr, len)
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry);
+        Ok(())
+    }
+
+    /// Like [`Ring::submit_and_wait`], but returns after `timeout` even with
+    /// no completion (io_uring_enter(2) with IORING_ENTER_EXT_ARG). Only the
+    /// reconnect backoff and the ack deadline use this; shipping never waits
+    /// on it.
+    pub fn submit_and_wait_timeout(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        let ts = types::Timespec::new()
+            .sec(timeout.as_secs())
+            .nsec(timeout.subsec_nanos());
+        let args = types::SubmitArgs::new().timespec(&ts);
+        loop {
+            match self.uring.submitter().submit_with_args(want, &args) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Submits everything pushed and waits until at least `want` completions

@@ -114,6 +114,9 @@ pub struct WalWriter {
     token_base: u64,
     file: File,
     segment_path: PathBuf,
+    segment_first_seq: u64,
+    /// File offset just past the last durable record of the current segment.
+    durable_offset_bytes: u64,
     /// File offset where staging[0] will be written.
     write_offset_bytes: u64,
     next_seq: u64,
@@ -179,7 +182,8 @@ impl WalWriter {
             }
         }
         let mut stats = WalStats::new();
-        let (file, segment_path, write_offset_bytes) = match scan.segments.last() {
+        let (file, segment_path, segment_first_seq, write_offset_bytes) = match scan.segments.last()
+        {
             Some(last) => {
                 let file = OpenOptions::new()
                     .read(true)
@@ -192,7 +196,7 @@ impl WalWriter {
                     })?;
                 // Re-reserve the space a torn-tail cut released.
                 preallocate(&file, &last.path)?;
-                (file, last.path.clone(), last.data_end_bytes)
+                (file, last.path.clone(), last.first_seq, last.data_end_bytes)
             }
             None => {
                 let header = SegmentHeader {
@@ -202,7 +206,12 @@ impl WalWriter {
                 let file = create_segment(&sdir, header)?;
                 stats.segments_created += 1;
                 let path = sdir.join(segment::segment_file_name(scan.next_seq));
-                (file, path, crate::constants::SEGMENT_HEADER_BYTES as u64)
+                (
+                    file,
+                    path,
+                    scan.next_seq,
+                    crate::constants::SEGMENT_HEADER_BYTES as u64,
+                )
             }
         };
 
@@ -229,6 +238,8 @@ impl WalWriter {
             token_base,
             file,
             segment_path,
+            segment_first_seq,
+            durable_offset_bytes: write_offset_bytes,
             write_offset_bytes,
             next_seq: scan.next_seq,
             staging,
@@ -264,6 +275,18 @@ impl WalWriter {
     /// The segment currently appended to.
     pub fn segment_path(&self) -> &Path {
         &self.segment_path
+    }
+
+    /// The first seq of the segment currently appended to.
+    pub fn segment_first_seq(&self) -> u64 {
+        self.segment_first_seq
+    }
+
+    /// File offset just past the last durable record in the current segment:
+    /// bytes below it may be read and shipped. Earlier segments are durable
+    /// in full (rotation waits for them).
+    pub fn durable_offset_bytes(&self) -> u64 {
+        self.durable_offset_bytes
     }
 
     pub fn stats(&self) -> &WalStats {
@@ -495,6 +518,7 @@ impl WalWriter {
                 at += used;
             }
             self.durable_seq = chain.last_seq;
+            self.durable_offset_bytes = chain.file_offset_bytes + buf.len() as u64;
             chain.state = ChainState::Idle;
             buf.clear();
             self.spares.push(buf);
@@ -511,7 +535,9 @@ impl WalWriter {
         // The old file closes here; no operation on it is in flight.
         self.file = create_segment(&self.dir, header)?;
         self.segment_path = self.dir.join(segment::segment_file_name(self.next_seq));
+        self.segment_first_seq = self.next_seq;
         self.write_offset_bytes = crate::constants::SEGMENT_HEADER_BYTES as u64;
+        self.durable_offset_bytes = self.write_offset_bytes;
         self.rotate_pending = false;
         self.stats.segments_created += 1;
         Ok(())

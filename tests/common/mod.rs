@@ -43,6 +43,8 @@ pub fn append(dir: &Path, durability: Durability, payloads: &[Vec<u8>]) -> u64 {
         shard: 0,
         cpu: None,
         durability,
+        ship: None,
+        ack_timeout: std::time::Duration::ZERO,
     };
     let core = std::thread::spawn(move || core::run(&config, receiver, &mut Quiet));
     let mut batch = sender.take().unwrap();

@@ -1,0 +1,236 @@
+//! The wire protocol between a shipper and a receiver, over one TCP
+//! connection per (source, shard). All integers are little-endian, and every
+//! message but the data stream has a fixed size, so nothing is allocated on
+//! a length read off the wire.
+//!
+//! ```text
+//! shipper → receiver  Hello, HELLO_BYTES = 84
+//!   0   8   magic          b"RSHIPNET"
+//!   8   2   version        PROTOCOL_VERSION
+//!   10  2   capabilities   0 (none defined yet; unknown bits are refused)
+//!   12  4   shard          < SHARDS_MAX
+//!   16  1   source_len     1 ..= SOURCE_NAME_BYTES_MAX
+//!   17  64  source         [A-Za-z0-9._-], zero padded (not "." or "..")
+//!   81  3   zero
+//!
+//! receiver → shipper  Welcome, WELCOME_BYTES = 24
+//!   0   8   magic          b"RSHIPWLC"
+//!   8   2   version
+//!   10  2   status         0 ok; else a WelcomeStatus, and the receiver closes
+//!   12  4   zero
+//!   16  8   durable_seq    the last seq the receiver holds durably for
+//!                          (source, shard); 0 for none
+//!
+//! shipper → receiver  Data: WAL records back to back, byte for byte as in the
+//!   segments (see frame.rs), starting at durable_seq + 1 with no gap. The
+//!   receiver checks each record's length bound before reading it, its
+//!   crc32c, and that its seq is exactly the previous one + 1.
+//!
+//! receiver → shipper  Ack, ACK_BYTES = 16, cumulative
+//!   0   4   magic          b"RACK"
+//!   4   4   zero
+//!   8   8   durable_seq    every record up to here is durable at the receiver
+//! ```
+
+use crate::constants::{SHARDS_MAX, SOURCE_NAME_BYTES_MAX};
+
+pub const HELLO_MAGIC: [u8; 8] = *b"RSHIPNET";
+pub const WELCOME_MAGIC: [u8; 8] = *b"RSHIPWLC";
+pub const ACK_MAGIC: [u8; 4] = *b"RACK";
+pub const PROTOCOL_VERSION: u16 = 1;
+pub const HELLO_BYTES: usize = 84;
+pub const WELCOME_BYTES: usize = 24;
+pub const ACK_BYTES: usize = 16;
+
+/// Why a receiver turned a shipper away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum WelcomeStatus {
+    Ok = 0,
+    BadHello = 1,
+    VersionMismatch = 2,
+    /// Another connection already serves this (source, shard).
+    Busy = 3,
+    /// The receiver could not open its copy of the WAL.
+    StorageError = 4,
+}
+
+impl WelcomeStatus {
+    fn from_u16(v: u16) -> Option<WelcomeStatus> {
+        Some(match v {
+            0 => WelcomeStatus::Ok,
+            1 => WelcomeStatus::BadHello,
+            2 => WelcomeStatus::VersionMismatch,
+            3 => WelcomeStatus::Busy,
+            4 => WelcomeStatus::StorageError,
+            _ => return None,
+        })
+    }
+}
+
+/// A protocol violation, with what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+/// Checks a source name: `[A-Za-z0-9._-]{1,64}`, and not `.` or `..`, so it
+/// can never name anything outside the receiver's data directory.
+pub fn validate_source(name: &str) -> Result<(), ProtocolError> {
+    let ok = !name.is_empty()
+        && name.len() <= SOURCE_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtocolError(format!(
+            "source name {name:?} is not [A-Za-z0-9._-]{{1,{SOURCE_NAME_BYTES_MAX}}} (and not . or ..)"
+        )))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub source: String,
+    pub shard: u32,
+}
+
+impl Hello {
+    pub fn encode(&self) -> [u8; HELLO_BYTES] {
+        validate_source(&self.source).expect("callers validate the source first");
+        assert!(self.shard < SHARDS_MAX);
+        let mut b = [0u8; HELLO_BYTES];
+        b[0..8].copy_from_slice(&HELLO_MAGIC);
+        b[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.shard.to_le_bytes());
+        b[16] = self.source.len() as u8;
+        b[17..17 + self.source.len()].copy_from_slice(self.source.as_bytes());
+        b
+    }
+
+    /// Decodes and checks a Hello; the error names the first thing wrong.
+    pub fn decode(b: &[u8; HELLO_BYTES]) -> Result<Hello, (WelcomeStatus, ProtocolError)> {
+        let bad = |s: String| (WelcomeStatus::BadHello, ProtocolError(s));
+        if b[0..8] != HELLO_MAGIC {
+            return Err(bad("bad hello magic: not a ringship shipper".into()));
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != PROTOCOL_VERSION {
+            return Err((
+                WelcomeStatus::VersionMismatch,
+                ProtocolError(format!(
+                    "shipper speaks protocol version {version}, this receiver {PROTOCOL_VERSION}"
+                )),
+            ));
+        }
+        let capabilities = u16::from_le_bytes([b[10], b[11]]);
+        if capabilities != 0 {
+            return Err(bad(format!("unknown capabilities {capabilities:#06x}")));
+        }
+        let shard = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        if shard >= SHARDS_MAX {
+            return Err(bad(format!("shard {shard} is out of range")));
+        }
+        let len = b[16] as usize;
+        if len == 0 || len > SOURCE_NAME_BYTES_MAX {
+            return Err(bad(format!("source name length {len} is out of range")));
+        }
+        if b[17 + len..].iter().any(|&x| x != 0) {
+            return Err(bad("hello padding is not zero".into()));
+        }
+        let source = std::str::from_utf8(&b[17..17 + len])
+            .map_err(|_| bad("source name is not ASCII".into()))?;
+        validate_source(source).map_err(|e| bad(e.0))?;
+        Ok(Hello {
+            source: source.to_string(),
+            shard,
+        })
+    }
+}
+
+pub fn encode_welcome(status: WelcomeStatus, durable_seq: u64) -> [u8; WELCOME_BYTES] {
+    let mut b = [0u8; WELCOME_BYTES];
+    b[0..8].copy_from_slice(&WELCOME_MAGIC);
+    b[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    b[10..12].copy_from_slice(&(status as u16).to_le_bytes());
+    b[16..24].copy_from_slice(&durable_seq.to_le_bytes());
+    b
+}
+
+/// Decodes a Welcome: the receiver's durable seq, or why it refused.
+pub fn decode_welcome(b: &[u8; WELCOME_BYTES]) -> Result<u64, ProtocolError> {
+    if b[0..8] != WELCOME_MAGIC {
+        return Err(ProtocolError(
+            "bad welcome magic: not a ringship receiver".into(),
+        ));
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError(format!(
+            "receiver speaks protocol version {version}, this shipper {PROTOCOL_VERSION}"
+        )));
+    }
+    let status = u16::from_le_bytes([b[10], b[11]]);
+    match WelcomeStatus::from_u16(status) {
+        Some(WelcomeStatus::Ok) => Ok(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"))),
+        Some(other) => Err(ProtocolError(format!(
+            "receiver refused the connection: {other:?}"
+        ))),
+        None => Err(ProtocolError(format!("unknown welcome status {status}"))),
+    }
+}
+
+pub fn encode_ack(durable_seq: u64) -> [u8; ACK_BYTES] {
+    let mut b = [0u8; ACK_BYTES];
+    b[0..4].copy_from_slice(&ACK_MAGIC);
+    b[8..16].copy_from_slice(&durable_seq.to_le_bytes());
+    b
+}
+
+pub fn decode_ack(b: &[u8]) -> Result<u64, ProtocolError> {
+    assert_eq!(b.len(), ACK_BYTES);
+    if b[0..4] != ACK_MAGIC || b[4..8] != [0; 4] {
+        return Err(ProtocolError("bad ack".into()));
+    }
+    Ok(u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_rejects_hostile_names() {
+        let h = Hello {
+            source: "web-01.example_a".into(),
+            shard: 3,
+        };
+        assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        for name in ["..", ".", "a/b", "a\0", "ä", ""] {
+            assert!(validate_source(name).is_err(), "{name:?}");
+        }
+        let mut b = Hello {
+            source: "ab".into(),
+            shard: 0,
+        }
+        .encode();
+        b[17] = b'/';
+        assert!(Hello::decode(&b).is_err());
+        b[17] = b'a';
+        b[16] = 65;
+        assert!(Hello::decode(&b).is_err());
+    }
+
+    #[test]
+    fn welcome_and_ack_round_trip() {
+        assert_eq!(
+            decode_welcome(&encode_welcome(WelcomeStatus::Ok, 42)),
+            Ok(42)
+        );
+        assert!(decode_welcome(&encode_welcome(WelcomeStatus::Busy, 0)).is_err());
+        assert_eq!(decode_ack(&encode_ack(7)), Ok(7));
+    }
+}

@@ -1,0 +1,403 @@
+//! The receiver: verifies what shippers send, persists it, acknowledges it.
+//!
+//! Each connection carries one (source, shard) and gets two threads: a
+//! reader that checks every record straight off the socket (its length bound
+//! before anything is read into memory, its crc32c, and that its seq follows
+//! the previous one exactly), and a core (see [`crate::core`]) that appends
+//! the records to `DIR/<source>/<shard>/` in the WAL's own format and, each
+//! time its durable watermark advances, writes a cumulative ack. So a seq is
+//! acknowledged only once the receiver's own fdatasync covers it (unless
+//! `--durability none`).
+//!
+//! Bad input closes that one connection with a log line naming the source,
+//! shard, peer and reason. Records verified before the bad bytes are kept
+//! (and acknowledged); the connection's other records, the other connections
+//! and the data on disk are untouched.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use crate::constants::{
+    HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
+    RECV_BUFFER_BYTES,
+};
+use crate::core::{self, CoreConfig, DurableListener};
+use crate::frame;
+use crate::inbox::{self, Batch, InboxSender};
+use crate::protocol::{self, HELLO_BYTES, Hello, ProtocolError, WelcomeStatus};
+use crate::wal::Durability;
+
+/// How a receiver runs.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Cores to spread connections over (connection k's core is pinned to
+    /// CPU shard % cores); `None` leaves them unpinned.
+    pub cores: Option<usize>,
+}
+
+/// Totals over a receiver's life, for its summary line.
+#[derive(Debug, Default)]
+pub struct ReceiverStats {
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    pub records: AtomicU64,
+    pub payload_bytes: AtomicU64,
+}
+
+/// A bound receiver; [`Receiver::run`] serves until [`Stopper::stop`].
+pub struct Receiver {
+    listener: TcpListener,
+    config: ReceiverConfig,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    /// (source, shard) pairs being served, so that two connections never
+    /// write one WAL; and their sockets, so that stop can close them.
+    active: Mutex<Active>,
+    stats: ReceiverStats,
+}
+
+#[derive(Default)]
+struct Active {
+    serving: HashSet<(String, u32)>,
+    streams: Vec<TcpStream>,
+}
+
+/// Stops a running receiver from another thread (a signal handler thread,
+/// a test, or `bench`).
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    listener_fd: i32,
+}
+
+impl Stopper {
+    /// Stops accepting, closes every connection's read side so that each
+    /// finishes persisting and acknowledging what it verified, then lets
+    /// [`Receiver::run`] return.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let guard = self.shared.active.lock().expect("not poisoned");
+        for stream in &guard.streams {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+        drop(guard);
+        // shutdown(2) on a listening socket wakes a blocked accept(2) on Linux.
+        let _ = nix::sys::socket::shutdown(self.listener_fd, nix::sys::socket::Shutdown::Both);
+    }
+}
+
+impl Receiver {
+    pub fn bind(addr: SocketAddr, config: ReceiverConfig) -> io::Result<Receiver> {
+        Ok(Receiver {
+            listener: TcpListener::bind(addr)?,
+            config,
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                active: Mutex::new(Active::default()),
+                stats: ReceiverStats::default(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            shared: self.shared.clone(),
+            listener_fd: self.listener.as_raw_fd(),
+        }
+    }
+
+    /// Accepts and serves connections until stopped; returns once every
+    /// connection has finished.
+    pub fn run(self) -> io::Result<ReceiverTotals> {
+        let mut handles = Vec::new();
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(conn) => conn,
+                Err(_) if self.shared.stop.load(Ordering::SeqCst) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
+            };
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            handles.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+            if handles.len() >= RECEIVER_CONNECTIONS_MAX {
+                tracing::warn!(%peer, "refusing connection: {RECEIVER_CONNECTIONS_MAX} already open");
+                self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.shared
+                .stats
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
+            let shared = self.shared.clone();
+            let config = self.config.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("ringship-recv-{peer}"))
+                    .spawn(move || serve(stream, peer, &config, &shared))?,
+            );
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(ReceiverTotals {
+            connections: self.shared.stats.connections.load(Ordering::Relaxed),
+            refused: self.shared.stats.refused.load(Ordering::Relaxed),
+            records: self.shared.stats.records.load(Ordering::Relaxed),
+            payload_bytes: self.shared.stats.payload_bytes.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A receiver's totals once it has stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiverTotals {
+    pub connections: u64,
+    pub refused: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+}
+
+/// Sends acks from the connection's core, and tells the reader when the WAL
+/// is open.
+struct AckWriter {
+    stream: TcpStream,
+    ready: Option<mpsc::Sender<u64>>,
+}
+
+impl DurableListener for AckWriter {
+    fn on_ready(&mut self, durable_seq: u64) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(durable_seq);
+        }
+    }
+
+    fn on_durable(&mut self, durable_seq: u64) {
+        // A failed ack write means the shipper went away; it will resume by
+        // seq when it reconnects, so there is nothing else to do here.
+        let _ = self.stream.write_all(&protocol::encode_ack(durable_seq));
+    }
+}
+
+fn serve(mut stream: TcpStream, peer: SocketAddr, config: &ReceiverConfig, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let mut hello = [0u8; HELLO_BYTES];
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
+    if let Err(e) = stream.read_exact(&mut hello) {
+        tracing::warn!(%peer, "closing connection: no hello: {e}");
+        return;
+    }
+    let hello = match Hello::decode(&hello) {
+        Ok(h) => h,
+        Err((status, e)) => {
+            tracing::warn!(%peer, "closing connection: {e}");
+            let _ = stream.write_all(&protocol::encode_welcome(status, 0));
+            return;
+        }
+    };
+    let key = (hello.source.clone(), hello.shard);
+    {
+        let mut active = shared.active.lock().expect("not poisoned");
+        if shared.stop.load(Ordering::SeqCst) || !active.serving.insert(key.clone()) {
+            drop(active);
+            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                "closing connection: another connection already serves this source and shard");
+            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
+            return;
+        }
+        if let Ok(clone) = stream.try_clone() {
+            active.streams.push(clone);
+        }
+    }
+    let result = serve_source(&mut stream, &hello, config, shared);
+    if let Err(e) = result {
+        tracing::warn!(%peer, source = %hello.source, shard = hello.shard, "closing connection: {e}");
+    }
+    let mut active = shared.active.lock().expect("not poisoned");
+    active.serving.remove(&key);
+    let fd = stream.as_raw_fd();
+    active.streams.retain(|s| s.as_raw_fd() != fd);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+fn serve_source(
+    stream: &mut TcpStream,
+    hello: &Hello,
+    config: &ReceiverConfig,
+    shared: &Shared,
+) -> Result<(), ServeError> {
+    let (sender, receiver) = inbox::inbox()?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut acks = AckWriter {
+        stream: stream.try_clone()?,
+        ready: Some(ready_tx),
+    };
+    let core_config = CoreConfig {
+        dir: config.dir.join(&hello.source),
+        shard: hello.shard,
+        cpu: config.cores.map(|n| hello.shard as usize % n.max(1)),
+        durability: config.durability,
+        ship: None,
+        ack_timeout: Duration::ZERO,
+    };
+    let core = std::thread::Builder::new()
+        .name(format!("ringship-rcore-{}-{}", hello.source, hello.shard))
+        .spawn(move || core::run(&core_config, receiver, &mut acks))?;
+    let Ok(durable_seq) = ready_rx.recv() else {
+        let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+        let e = match core.join() {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the core stopped".into(),
+        };
+        return Err(ServeError::Storage(e));
+    };
+    stream.write_all(&protocol::encode_welcome(WelcomeStatus::Ok, durable_seq))?;
+    stream.set_read_timeout(None)?;
+    tracing::info!(source = %hello.source, shard = hello.shard, durable_seq, "serving");
+
+    let read = read_records(stream, durable_seq + 1, &sender, shared);
+    // Whatever ended the stream, what was verified is persisted and acked.
+    sender.close();
+    match core.join() {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(ServeError::Storage(e.to_string())),
+        Err(_) => return Err(ServeError::Storage("the core panicked".into())),
+    }
+    read
+}
+
+/// Reads, checks and forwards records until EOF or the first bad byte.
+fn read_records(
+    stream: &mut TcpStream,
+    mut expected_seq: u64,
+    sender: &InboxSender,
+    shared: &Shared,
+) -> Result<(), ServeError> {
+    let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+    let mut filled = 0usize;
+    let mut batch: Option<Batch> = None;
+    loop {
+        let n = match stream.read(&mut buf[filled..]) {
+            Ok(0) => {
+                if filled > 0 {
+                    tracing::info!("connection closed with {filled} bytes of a partial record");
+                }
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        filled += n;
+        let mut at = 0usize;
+        let parsed = parse_records(
+            &buf[..filled],
+            &mut at,
+            &mut expected_seq,
+            &mut batch,
+            sender,
+            shared,
+        );
+        // Whatever this read completed goes to the core now (no timer), and
+        // so do the records verified before a bad one.
+        if let Some(b) = batch.take() {
+            sender
+                .send(b)
+                .map_err(|e| ServeError::Storage(e.to_string()))?;
+        }
+        parsed?;
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+    }
+}
+
+/// Checks the complete records in `buf[*at..]` and stages them in `batch`.
+fn parse_records(
+    buf: &[u8],
+    at: &mut usize,
+    expected_seq: &mut u64,
+    batch: &mut Option<Batch>,
+    sender: &InboxSender,
+    shared: &Shared,
+) -> Result<(), ServeError> {
+    while buf.len() - *at >= RECORD_HEADER_BYTES {
+        let header = &buf[*at..*at + RECORD_HEADER_BYTES];
+        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        // The length bound comes before anything is read for it.
+        if len > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(ProtocolError(format!(
+                "record expected at seq {expected_seq} claims {len} bytes, over the {RECORD_PAYLOAD_BYTES_MAX}-byte maximum"
+            ))
+            .into());
+        }
+        let need = frame::encoded_len_bytes(len);
+        if buf.len() - *at < need {
+            return Ok(());
+        }
+        let (record, _) = frame::decode(&buf[*at..*at + need])
+            .map_err(|e| ProtocolError(format!("record expected at seq {expected_seq}: {e}")))?;
+        if record.seq != *expected_seq {
+            return Err(ProtocolError(format!(
+                "record seq {} where seq {expected_seq} was expected",
+                record.seq
+            ))
+            .into());
+        }
+        if batch
+            .as_ref()
+            .is_some_and(|b| !b.has_room(record.payload.len()))
+        {
+            sender
+                .send(batch.take().expect("checked"))
+                .map_err(|e| ServeError::Storage(e.to_string()))?;
+        }
+        if batch.is_none() {
+            *batch = Some(
+                sender
+                    .take()
+                    .map_err(|e| ServeError::Storage(e.to_string()))?,
+            );
+        }
+        batch
+            .as_mut()
+            .expect("taken above")
+            .push(record.append_ts_ns, record.payload)
+            .expect("length checked above");
+        shared.stats.records.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .payload_bytes
+            .fetch_add(record.payload.len() as u64, Ordering::Relaxed);
+        *expected_seq += 1;
+        *at += need;
+    }
+    Ok(())
+}

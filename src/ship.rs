@@ -1,0 +1,622 @@
+//! The shipper: sends the durable tail of a shard's WAL to a receiver, on
+//! the shard's own ring, and counts the receiver's cumulative acks.
+//!
+//! **What triggers a send.** The core calls [`Shipper::pump`] in the same
+//! loop iteration as every completion it handles: a commit whose fdatasync
+//! advanced the durable watermark, a finished send, an ack. `pump` sends
+//! `[shipped, durable)` at once. No timer, poll interval, heartbeat or later
+//! record is ever needed for a durable record to leave; the only timer is the
+//! reconnect backoff while the peer is unreachable.
+//!
+//! **What is sent.** Only bytes at or below the WAL's durable offset (earlier
+//! segments are durable in full), read from the segment files and sent as
+//! they are on disk. A crash of the source therefore never leaves the peer
+//! with records the source forgot. Chunks end on record boundaries; at most
+//! [`SEND_INFLIGHT_BYTES_MAX`] bytes and [`SEND_INFLIGHT_RECORDS_MAX`]
+//! records are unacknowledged at once, and the rest of any backlog stays on
+//! disk.
+//!
+//! **Resume.** On every (re)connect the receiver reports the last seq it
+//! holds durably; the shipper finds the record after it in its segments and
+//! continues there, so restarts lose and duplicate nothing. If that record
+//! is no longer held (retention deleted it) or the receiver is ahead of this
+//! WAL, that is a loud, fatal error, never a silent gap.
+//!
+//! Send mode `copy` (pread + io_uring SEND) is the one built so far.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::constants::{
+    CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS,
+    SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX, SEND_INFLIGHT_RECORDS_MAX,
+};
+use crate::frame;
+use crate::io::{Completion, Ring};
+use crate::protocol::{self, ACK_BYTES, Hello, WELCOME_BYTES};
+use crate::wal::WalWriter;
+use crate::wal::segment::{parse_segment_file_name, segment_file_name, shard_dir};
+use crate::wal::writer::LATENCY_NS_MAX;
+
+/// How the shipper moves bytes from segment to socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendMode {
+    /// io_uring SPLICE, segment → pipe → socket (not built yet).
+    Splice,
+    /// io_uring SEND_ZC from registered buffers (not built yet).
+    Zc,
+    /// pread into a buffer, then io_uring SEND: the baseline.
+    Copy,
+}
+
+/// Where and how to ship.
+#[derive(Debug, Clone)]
+pub struct ShipConfig {
+    pub peer: SocketAddr,
+    pub source: String,
+    pub send_mode: SendMode,
+}
+
+/// Errors that stop shipping for good (everything else is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error(
+        "the peer asks for seq {wanted}, but this WAL's oldest record is seq {oldest}: \
+         retention deleted what the peer lacks. Nothing was sent; the gap is not filled silently"
+    )]
+    RetentionGap { wanted: u64, oldest: u64 },
+    #[error(
+        "the peer already holds seq {peer_seq} for this source and shard, but this WAL only reaches \
+         seq {durable_seq}: it is a different WAL for the same --source; use another --source or --dir"
+    )]
+    PeerAhead { peer_seq: u64, durable_seq: u64 },
+    #[error("reading {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: record at byte offset {offset_bytes} does not decode while shipping: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset_bytes: u64,
+        reason: String,
+    },
+    #[error("send mode {0:?} is not built yet; use --send-mode copy")]
+    ModeNotBuilt(SendMode),
+}
+
+/// Shipping counters and latency, merged into reports.
+pub struct ShipStats {
+    pub sent_bytes: u64,
+    pub sent_records: u64,
+    pub acked_records: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+    /// append_ts → ack received, per record: the headline latency.
+    pub append_to_acked_ns: Histogram<u64>,
+}
+
+const KIND_SEND: u64 = 1;
+const KIND_RECV: u64 = 2;
+/// Token layout: owner (bits 8..16, from the core) | kind (bits 0..8) |
+/// connection generation (bits 16..), so completions of a dead connection
+/// are recognised and only their buffers are taken back.
+const GENERATION_SHIFT: u32 = 16;
+const ACK_RECV_BYTES: usize = ACK_BYTES * 64;
+
+struct Position {
+    segment_first_seq: u64,
+    file: File,
+    path: PathBuf,
+    offset_bytes: u64,
+}
+
+/// One shard's shipper.
+pub struct Shipper {
+    config: ShipConfig,
+    shard: u32,
+    dir: PathBuf,
+    token_base: u64,
+    stream: Option<TcpStream>,
+    generation: u64,
+    backoff_ms: u64,
+    retry_at: Option<Instant>,
+    jitter: u64,
+    position: Option<Position>,
+    /// Seq of the next record to send.
+    send_seq: u64,
+    acked_seq: u64,
+    /// (seq, append_ts_ns, encoded bytes) of records sent and not acked.
+    inflight: VecDeque<(u64, u64, u32)>,
+    inflight_bytes: u64,
+    send_buf: Option<Vec<u8>>,
+    /// Bytes of the send in flight, and how many of them have gone.
+    send_progress: Option<(usize, usize)>,
+    recv_buf: Option<Vec<u8>>,
+    ack_partial: Vec<u8>,
+    stats: ShipStats,
+}
+
+impl Shipper {
+    pub fn new(
+        config: ShipConfig,
+        dir: &Path,
+        shard: u32,
+        token_base: u64,
+    ) -> Result<Shipper, ShipError> {
+        if config.send_mode != SendMode::Copy {
+            return Err(ShipError::ModeNotBuilt(config.send_mode));
+        }
+        protocol::validate_source(&config.source).expect("the CLI validates --source");
+        Ok(Shipper {
+            config,
+            shard,
+            dir: shard_dir(dir, shard),
+            token_base,
+            stream: None,
+            generation: 0,
+            backoff_ms: RECONNECT_BACKOFF_MIN_MS,
+            retry_at: None,
+            jitter: frame::now_ns() | 1,
+            position: None,
+            send_seq: 0,
+            acked_seq: 0,
+            inflight: VecDeque::with_capacity(SEND_INFLIGHT_RECORDS_MAX),
+            inflight_bytes: 0,
+            send_buf: Some(Vec::with_capacity(SEND_CHUNK_BYTES)),
+            send_progress: None,
+            recv_buf: Some(vec![0u8; ACK_RECV_BYTES]),
+            ack_partial: Vec::with_capacity(ACK_BYTES),
+            stats: ShipStats {
+                sent_bytes: 0,
+                sent_records: 0,
+                acked_records: 0,
+                connects: 0,
+                disconnects: 0,
+                append_to_acked_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+                    .expect("static histogram bounds"),
+            },
+        })
+    }
+
+    pub fn stats(&self) -> &ShipStats {
+        &self.stats
+    }
+
+    pub fn into_stats(self) -> ShipStats {
+        self.stats
+    }
+
+    /// Closes the connection (at the end of a run): its reads in flight on
+    /// the ring complete, so the ring can be dropped.
+    pub fn close(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.generation += 1;
+    }
+
+    /// The highest seq the peer has acknowledged as durable.
+    pub fn acked_seq(&self) -> u64 {
+        self.acked_seq
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// When the core must wake up even without a completion: the next
+    /// reconnect attempt.
+    pub fn wake_at(&self) -> Option<Instant> {
+        if self.stream.is_none() {
+            self.retry_at
+        } else {
+            None
+        }
+    }
+
+    /// True if `token` belongs to this shipper.
+    pub fn owns(&self, token: u64) -> bool {
+        token & 0xff00 == self.token_base
+    }
+
+    /// Connects if due, then sends whatever is durable and not yet sent, and
+    /// keeps a read for acks posted. Called every loop iteration.
+    pub fn pump(&mut self, ring: &mut Ring, wal: &WalWriter) -> Result<(), ShipError> {
+        if self.stream.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Ok(());
+            }
+            self.connect(wal)?;
+            if self.stream.is_none() {
+                return Ok(());
+            }
+        }
+        if let Some(buf) = self.recv_buf.take() {
+            let stream = self.stream.as_ref().expect("connected");
+            if let Err((_, buf)) = ring.recv(stream, buf, self.token(KIND_RECV)) {
+                self.recv_buf = Some(buf);
+            }
+        }
+        if self.send_progress.is_none() && self.send_buf.is_some() {
+            self.send_next_chunk(ring, wal)?;
+        }
+        Ok(())
+    }
+
+    fn token(&self, kind: u64) -> u64 {
+        self.token_base | kind | self.generation << GENERATION_SHIFT
+    }
+
+    fn schedule_retry(&mut self) {
+        // xorshift jitter: up to half the backoff again, so many shippers
+        // that lost one receiver do not return in lockstep.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let jitter_ms = self.jitter % (self.backoff_ms / 2 + 1);
+        self.retry_at = Some(Instant::now() + Duration::from_millis(self.backoff_ms + jitter_ms));
+        self.backoff_ms = (self.backoff_ms * 2).min(RECONNECT_BACKOFF_MAX_MS);
+    }
+
+    fn disconnect(&mut self, why: &str) {
+        if let Some(stream) = self.stream.take() {
+            tracing::warn!(peer = %self.config.peer, shard = self.shard, "connection lost: {why}");
+            // Shutting down completes the reads and sends still in flight on
+            // the ring; their buffers come back as stale completions.
+            let _ = stream.shutdown(Shutdown::Both);
+            self.stats.disconnects += 1;
+        }
+        self.generation += 1;
+        self.position = None;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.ack_partial.clear();
+        self.schedule_retry();
+    }
+
+    /// Connects and handshakes synchronously (bounded by the connect and
+    /// handshake timeouts), then positions the read cursor after the peer's
+    /// durable seq. Transient failures schedule a retry; only a gap or a
+    /// diverged peer is an error.
+    fn connect(&mut self, wal: &WalWriter) -> Result<(), ShipError> {
+        let attempt = || -> Result<(TcpStream, u64), String> {
+            let mut stream = TcpStream::connect_timeout(
+                &self.config.peer,
+                Duration::from_millis(CONNECT_TIMEOUT_MS),
+            )
+            .map_err(|e| format!("connect: {e}"))?;
+            let timeout = Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS));
+            stream
+                .set_read_timeout(timeout)
+                .map_err(|e| e.to_string())?;
+            stream
+                .set_write_timeout(timeout)
+                .map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            let hello = Hello {
+                source: self.config.source.clone(),
+                shard: self.shard,
+            };
+            stream
+                .write_all(&hello.encode())
+                .map_err(|e| format!("hello: {e}"))?;
+            let mut welcome = [0u8; WELCOME_BYTES];
+            stream
+                .read_exact(&mut welcome)
+                .map_err(|e| format!("welcome: {e}"))?;
+            let peer_seq = protocol::decode_welcome(&welcome).map_err(|e| e.to_string())?;
+            stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+            stream.set_write_timeout(None).map_err(|e| e.to_string())?;
+            Ok((stream, peer_seq))
+        };
+        let (stream, peer_seq) = match attempt() {
+            Ok(ok) => ok,
+            Err(why) => {
+                tracing::debug!(peer = %self.config.peer, "cannot reach the peer: {why}");
+                self.schedule_retry();
+                return Ok(());
+            }
+        };
+        if peer_seq > wal.durable_seq() {
+            return Err(ShipError::PeerAhead {
+                peer_seq,
+                durable_seq: wal.durable_seq(),
+            });
+        }
+        self.position = Some(self.locate(peer_seq + 1, wal)?);
+        self.send_seq = peer_seq + 1;
+        self.acked_seq = peer_seq;
+        self.generation += 1;
+        self.stream = Some(stream);
+        self.backoff_ms = RECONNECT_BACKOFF_MIN_MS;
+        self.retry_at = None;
+        self.stats.connects += 1;
+        tracing::info!(peer = %self.config.peer, shard = self.shard, peer_seq, "connected");
+        Ok(())
+    }
+
+    /// Finds the file offset of record `seq` (or of the end of the durable
+    /// data, if `seq` is the next to be written).
+    fn locate(&self, seq: u64, wal: &WalWriter) -> Result<Position, ShipError> {
+        let read_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ShipError::Read { path, source }
+        };
+        let mut best: Option<u64> = None;
+        let mut oldest: Option<u64> = None;
+        for entry in std::fs::read_dir(&self.dir).map_err(read_err(&self.dir))? {
+            let entry = entry.map_err(read_err(&self.dir))?;
+            let Some(first) = entry.file_name().to_str().and_then(parse_segment_file_name) else {
+                continue;
+            };
+            oldest = Some(oldest.map_or(first, |o| o.min(first)));
+            if first <= seq && best.is_none_or(|b| first > b) {
+                best = Some(first);
+            }
+        }
+        let Some(first) = best else {
+            return Err(ShipError::RetentionGap {
+                wanted: seq,
+                oldest: oldest.unwrap_or(wal.next_seq()),
+            });
+        };
+        let path = self.dir.join(segment_file_name(first));
+        let file = File::open(&path).map_err(read_err(&path))?;
+        let mut position = Position {
+            segment_first_seq: first,
+            file,
+            path,
+            offset_bytes: SEGMENT_HEADER_BYTES as u64,
+        };
+        // Walk records from the segment start up to `seq`.
+        let mut at_seq = first;
+        let mut buf = vec![0u8; SEND_CHUNK_BYTES];
+        while at_seq < seq {
+            let end = self.readable_end(&position, wal)?;
+            let want = (end - position.offset_bytes).min(SEND_CHUNK_BYTES as u64) as usize;
+            let n = position
+                .file
+                .read_at(&mut buf[..want], position.offset_bytes)
+                .map_err(read_err(&position.path))?;
+            let mut at = 0;
+            while at_seq < seq {
+                match frame::decode(&buf[at..n]) {
+                    Ok((record, used)) => {
+                        debug_assert_eq!(record.seq, at_seq);
+                        at += used;
+                        at_seq += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if at == 0 {
+                // seq lies past this segment's data: the next segment starts
+                // there (or nothing durable exists yet beyond it).
+                let next = self.dir.join(segment_file_name(at_seq));
+                if at_seq == seq || !next.exists() {
+                    break;
+                }
+                position.file = File::open(&next).map_err(read_err(&next))?;
+                position.path = next;
+                position.segment_first_seq = at_seq;
+                position.offset_bytes = SEGMENT_HEADER_BYTES as u64;
+                continue;
+            }
+            position.offset_bytes += at as u64;
+        }
+        Ok(position)
+    }
+
+    /// The offset up to which `position`'s segment may be read: the WAL's
+    /// durable offset for the segment being written, else the file's end.
+    fn readable_end(&self, position: &Position, wal: &WalWriter) -> Result<u64, ShipError> {
+        if position.segment_first_seq == wal.segment_first_seq() {
+            Ok(wal.durable_offset_bytes())
+        } else {
+            position
+                .file
+                .metadata()
+                .map(|m| m.len())
+                .map_err(|source| ShipError::Read {
+                    path: position.path.clone(),
+                    source,
+                })
+        }
+    }
+
+    /// Reads the next chunk of durable records and sends it.
+    fn send_next_chunk(&mut self, ring: &mut Ring, wal: &WalWriter) -> Result<(), ShipError> {
+        loop {
+            let window_bytes = SEND_INFLIGHT_BYTES_MAX.saturating_sub(self.inflight_bytes);
+            let window_records = SEND_INFLIGHT_RECORDS_MAX - self.inflight.len();
+            if window_bytes == 0 || window_records == 0 || self.send_seq > wal.durable_seq() {
+                return Ok(());
+            }
+            let position = self
+                .position
+                .as_ref()
+                .expect("connected implies positioned");
+            let end = self.readable_end(position, wal)?;
+            let want = (end.saturating_sub(position.offset_bytes))
+                .min(SEND_CHUNK_BYTES as u64)
+                .min(window_bytes) as usize;
+            let mut buf = self.send_buf.take().expect("checked by pump");
+            buf.clear();
+            buf.resize(want, 0);
+            let n = position
+                .file
+                .read_at(&mut buf, position.offset_bytes)
+                .map_err(|source| ShipError::Read {
+                    path: position.path.clone(),
+                    source,
+                })?;
+            // Cut at the last whole record, and note each one for the acks.
+            let mut used = 0;
+            while self.inflight.len() < SEND_INFLIGHT_RECORDS_MAX
+                && self.send_seq <= wal.durable_seq()
+            {
+                match frame::decode(&buf[used..n]) {
+                    Ok((record, len)) => {
+                        if record.seq != self.send_seq {
+                            return Err(ShipError::Corrupt {
+                                path: position.path.clone(),
+                                offset_bytes: position.offset_bytes + used as u64,
+                                reason: format!(
+                                    "seq {} where {} was due",
+                                    record.seq, self.send_seq
+                                ),
+                            });
+                        }
+                        self.inflight
+                            .push_back((record.seq, record.append_ts_ns, len as u32));
+                        self.send_seq += 1;
+                        self.stats.sent_records += 1;
+                        used += len;
+                    }
+                    Err(frame::DecodeError::Truncated { .. })
+                    | Err(frame::DecodeError::ZeroHeader) => {
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(ShipError::Corrupt {
+                            path: position.path.clone(),
+                            offset_bytes: position.offset_bytes + used as u64,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if used == 0 {
+                self.send_buf = Some(buf);
+                if position.segment_first_seq == wal.segment_first_seq() {
+                    // Caught up with the durable tail, or the window cannot
+                    // take the next record yet.
+                    return Ok(());
+                }
+                // The end of a sealed segment: the next one starts at send_seq.
+                let path = self.dir.join(segment_file_name(self.send_seq));
+                let file = File::open(&path).map_err(|source| ShipError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                self.position = Some(Position {
+                    segment_first_seq: self.send_seq,
+                    file,
+                    path,
+                    offset_bytes: SEGMENT_HEADER_BYTES as u64,
+                });
+                continue;
+            }
+            buf.truncate(used);
+            self.position.as_mut().expect("positioned").offset_bytes += used as u64;
+            self.inflight_bytes += used as u64;
+            self.stats.sent_bytes += used as u64;
+            self.send_progress = Some((used, 0));
+            let stream = self.stream.as_ref().expect("connected");
+            if let Err((_, buf)) = ring.send(stream, buf, 0, self.token(KIND_SEND)) {
+                panic!(
+                    "ring full ({} bytes unsent): RING_SLOTS_MAX must cover the shipper",
+                    buf.len()
+                );
+            }
+            return Ok(());
+        }
+    }
+
+    /// Handles one of this shipper's completions.
+    pub fn on_completion(&mut self, ring: &mut Ring, c: Completion) -> Result<(), ShipError> {
+        let kind = c.token & 0xff;
+        let current = c.token >> GENERATION_SHIFT == self.generation && self.stream.is_some();
+        let buf = c.buf.expect("send and recv hand their buffer back");
+        match kind {
+            KIND_SEND => {
+                if !current {
+                    self.send_progress = None;
+                    self.send_buf = Some(buf);
+                    return Ok(());
+                }
+                if c.result < 0 {
+                    self.send_progress = None;
+                    self.send_buf = Some(buf);
+                    self.disconnect(&io::Error::from_raw_os_error(-c.result).to_string());
+                    return Ok(());
+                }
+                let (len, sent) = self.send_progress.expect("a send was in flight");
+                let sent = sent + c.result as usize;
+                if sent < len {
+                    self.send_progress = Some((len, sent));
+                    let stream = self.stream.as_ref().expect("current implies connected");
+                    if ring.send(stream, buf, sent, self.token(KIND_SEND)).is_err() {
+                        panic!("ring full: RING_SLOTS_MAX must cover the shipper");
+                    }
+                    return Ok(());
+                }
+                self.send_progress = None;
+                self.send_buf = Some(buf);
+            }
+            KIND_RECV => {
+                let n = c.result;
+                let parsed = if current && n > 0 {
+                    Some(self.parse_acks(&buf[..n as usize]))
+                } else {
+                    None
+                };
+                self.recv_buf = Some(buf);
+                if !current {
+                    return Ok(());
+                }
+                match parsed {
+                    Some(Ok(acked)) => self.on_acked(acked),
+                    Some(Err(why)) => self.disconnect(&why),
+                    None if n == 0 => self.disconnect("the peer closed the connection"),
+                    None => self.disconnect(&io::Error::from_raw_os_error(-n).to_string()),
+                }
+            }
+            other => panic!("unknown shipper completion kind {other}"),
+        }
+        Ok(())
+    }
+
+    /// Parses acks (which may arrive split across reads); returns the
+    /// highest, or why the bytes are not a valid ack stream.
+    fn parse_acks(&mut self, data: &[u8]) -> Result<u64, String> {
+        let mut acked = self.acked_seq;
+        for &byte in data {
+            self.ack_partial.push(byte);
+            if self.ack_partial.len() == ACK_BYTES {
+                let seq = protocol::decode_ack(&self.ack_partial).map_err(|e| e.to_string())?;
+                self.ack_partial.clear();
+                if seq < acked || seq >= self.send_seq {
+                    return Err(format!(
+                        "ack for seq {seq} outside [{acked}, {}]",
+                        self.send_seq - 1
+                    ));
+                }
+                acked = seq;
+            }
+        }
+        Ok(acked)
+    }
+
+    fn on_acked(&mut self, acked: u64) {
+        let now_ns = frame::now_ns();
+        while let Some(&(seq, ts, len)) = self.inflight.front() {
+            if seq > acked {
+                break;
+            }
+            self.inflight.pop_front();
+            self.inflight_bytes -= len as u64;
+            self.stats.acked_records += 1;
+            self.stats
+                .append_to_acked_ns
+                .saturating_record(now_ns.saturating_sub(ts).max(1));
+        }
+        self.acked_seq = acked;
+    }
+}
