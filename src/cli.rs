@@ -88,6 +88,10 @@ struct ShipArgs {
     /// Print `durable SEQ` on stdout each time the durable watermark advances.
     #[arg(long)]
     report_durable: bool,
+    /// With --peer: print `acked SEQ` on stdout each time the peer's
+    /// acknowledged watermark advances.
+    #[arg(long)]
+    report_acked: bool,
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -285,6 +289,7 @@ fn check_shard(shard: u32) -> Result<(), Failure> {
 struct CliListener {
     ready: Option<mpsc::Sender<()>>,
     report_durable: bool,
+    report_acked: bool,
 }
 
 impl DurableListener for CliListener {
@@ -301,6 +306,14 @@ impl DurableListener for CliListener {
             let _ = out.flush();
         }
     }
+
+    fn on_acked(&mut self, acked_seq: u64) {
+        if self.report_acked {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "acked {acked_seq}");
+            let _ = out.flush();
+        }
+    }
 }
 
 /// Runs one core on its own thread fed by `produce`, which runs here once
@@ -308,7 +321,7 @@ impl DurableListener for CliListener {
 /// and accept timestamps do not include recovery).
 fn run_core_with<P, T, E>(
     config: CoreConfig,
-    report_durable: bool,
+    (report_durable, report_acked): (bool, bool),
     produce: P,
 ) -> Result<(CoreReport, Result<T, E>), Failure>
 where
@@ -319,6 +332,7 @@ where
     let mut listener = CliListener {
         ready: Some(ready_tx),
         report_durable,
+        report_acked,
     };
     let core = std::thread::Builder::new()
         .name(format!("ringship-core-{}", config.shard))
@@ -419,7 +433,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         ship,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
     };
-    let (report, fed) = run_core_with(config, args.report_durable, |sender| {
+    let (report, fed) = run_core_with(config, (args.report_durable, args.report_acked), |sender| {
         ingest::feed_lines(input, sender)
     })?;
 
@@ -812,7 +826,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     let rate = args.rate;
     let started = Instant::now();
     let counter = produced.clone();
-    let (report, fed) = run_core_with(config, false, move |sender| {
+    let (report, fed) = run_core_with(config, (false, false), move |sender| {
         generate(&sender, &payload, limit, deadline, rate, &counter).map(|()| sender.close())
     })?;
     let elapsed = started.elapsed();

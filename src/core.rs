@@ -41,6 +41,11 @@ pub trait DurableListener {
     /// The durable watermark advanced. Called in the same loop iteration as
     /// the completion that advanced it, before the loop waits again.
     fn on_durable(&mut self, durable_seq: u64);
+
+    /// The peer acknowledged everything up to `acked_seq` (when shipping).
+    fn on_acked(&mut self, acked_seq: u64) {
+        let _ = acked_seq;
+    }
 }
 
 /// What a core is to do.
@@ -265,6 +270,7 @@ fn run_loop(
         completions.clear();
         ring.reap(&mut completions);
         let mut advanced = None;
+        let acked_before = shipper.as_deref().map(Shipper::acked_seq);
         for completion in completions.drain(..) {
             if wal.owns(completion.token) {
                 if let Some(seq) = wal.on_completion(ring, completion)? {
@@ -285,6 +291,10 @@ fn run_loop(
         }
         if let Some(seq) = advanced {
             listener.on_durable(seq);
+        }
+        let acked_after = shipper.as_deref().map(Shipper::acked_seq);
+        if let Some(acked) = acked_after.filter(|&a| Some(a) != acked_before) {
+            listener.on_acked(acked);
         }
     }
 }
