@@ -433,9 +433,10 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         ship,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
     };
-    let (report, fed) = run_core_with(config, (args.report_durable, args.report_acked), |sender| {
-        ingest::feed_lines(input, sender)
-    })?;
+    let (report, fed) =
+        run_core_with(config, (args.report_durable, args.report_acked), |sender| {
+            ingest::feed_lines(input, sender)
+        })?;
 
     let summary = ShipSummary {
         shard: report.shard,

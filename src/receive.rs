@@ -14,7 +14,7 @@
 //! (and acknowledged); the connection's other records, the other connections
 //! and the data on disk are untouched.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -61,16 +61,15 @@ pub struct Receiver {
 
 struct Shared {
     stop: AtomicBool,
-    /// (source, shard) pairs being served, so that two connections never
-    /// write one WAL; and their sockets, so that stop can close them.
     active: Mutex<Active>,
     stats: ReceiverStats,
 }
 
+/// The (source, shard) pairs being served, so that two connections never
+/// write one WAL, each with a handle on its socket so that stop can close it.
 #[derive(Default)]
 struct Active {
-    serving: HashSet<(String, u32)>,
-    streams: Vec<TcpStream>,
+    serving: HashMap<(String, u32), Option<TcpStream>>,
 }
 
 /// Stops a running receiver from another thread (a signal handler thread,
@@ -88,7 +87,7 @@ impl Stopper {
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         let guard = self.shared.active.lock().expect("not poisoned");
-        for stream in &guard.streams {
+        for stream in guard.serving.values().flatten() {
             let _ = stream.shutdown(Shutdown::Read);
         }
         drop(guard);
@@ -217,25 +216,25 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, config: &ReceiverConfig, share
     let key = (hello.source.clone(), hello.shard);
     {
         let mut active = shared.active.lock().expect("not poisoned");
-        if shared.stop.load(Ordering::SeqCst) || !active.serving.insert(key.clone()) {
+        if shared.stop.load(Ordering::SeqCst) || active.serving.contains_key(&key) {
             drop(active);
             tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
                 "closing connection: another connection already serves this source and shard");
             let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
             return;
         }
-        if let Ok(clone) = stream.try_clone() {
-            active.streams.push(clone);
-        }
+        active.serving.insert(key.clone(), stream.try_clone().ok());
     }
     let result = serve_source(&mut stream, &hello, config, shared);
     if let Err(e) = result {
         tracing::warn!(%peer, source = %hello.source, shard = hello.shard, "closing connection: {e}");
     }
-    let mut active = shared.active.lock().expect("not poisoned");
-    active.serving.remove(&key);
-    let fd = stream.as_raw_fd();
-    active.streams.retain(|s| s.as_raw_fd() != fd);
+    shared
+        .active
+        .lock()
+        .expect("not poisoned")
+        .serving
+        .remove(&key);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,13 @@ struct RecvProc {
 impl RecvProc {
     fn start(dir: &std::path::Path, listen: &str, durability: &str) -> RecvProc {
         let mut child = Command::new(bin())
-            .args(["receive", "--listen", listen, "--dir", dir.to_str().unwrap()])
+            .args([
+                "receive",
+                "--listen",
+                listen,
+                "--dir",
+                dir.to_str().unwrap(),
+            ])
             .args(["--durability", durability])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -49,7 +55,10 @@ impl RecvProc {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        assert!(self.child.wait().unwrap().success(), "receiver exits 0 on SIGTERM");
+        assert!(
+            self.child.wait().unwrap().success(),
+            "receiver exits 0 on SIGTERM"
+        );
     }
 }
 
@@ -65,7 +74,15 @@ struct ShipProc {
 impl ShipProc {
     fn start(dir: &std::path::Path, peer: &str, extra: &[&str]) -> ShipProc {
         let mut child = Command::new(bin())
-            .args(["ship", "--dir", dir.to_str().unwrap(), "--peer", peer, "--source", "src1"])
+            .args([
+                "ship",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--peer",
+                peer,
+                "--source",
+                "src1",
+            ])
             .args(["--report-acked", "--json"])
             .args(extra)
             .stdin(Stdio::piped())
@@ -81,7 +98,10 @@ impl ShipProc {
             for l in BufReader::new(out).lines() {
                 let l = l.unwrap();
                 match l.strip_prefix("acked ") {
-                    Some(seq) => sink.lock().unwrap().push((Instant::now(), seq.parse().unwrap())),
+                    Some(seq) => sink
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), seq.parse().unwrap())),
                     None => summary = l,
                 }
             }
@@ -107,7 +127,10 @@ impl ShipProc {
             if let Some(&(t, _)) = self.acks.lock().unwrap().iter().find(|(_, s)| *s >= seq) {
                 return t;
             }
-            assert!(start.elapsed() < limit, "seq {seq} not acked within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "seq {seq} not acked within {limit:?}"
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -142,7 +165,11 @@ fn lines_bytes(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
 fn last_record_after_silence_is_acked_within_50ms() {
     let tmp = tempfile::tempdir().unwrap();
     let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
-    let mut ship = ShipProc::start(&tmp.path().join("wal"), &recv.addr, &["--durability", "none"]);
+    let mut ship = ShipProc::start(
+        &tmp.path().join("wal"),
+        &recv.addr,
+        &["--durability", "none"],
+    );
     let mut worst = Duration::ZERO;
     for round in 1..=20u64 {
         std::thread::sleep(Duration::from_millis(1000 + round % 3 * 50));
@@ -178,7 +205,10 @@ fn last_record_of_a_burst_is_acked_with_the_one_before_it() {
     let last = ship.wait_acked(N, Duration::from_secs(60));
     let gap = last.duration_since(before_last);
     eprintln!("burst: last record acked {gap:?} after the one before it");
-    assert!(gap < Duration::from_millis(50), "the last record lagged by {gap:?}");
+    assert!(
+        gap < Duration::from_millis(50),
+        "the last record lagged by {gap:?}"
+    );
     let (code, json, err) = ship.finish();
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(json["acked_seq"], N);
@@ -226,14 +256,28 @@ fn an_existing_wal_with_empty_input_ships_what_the_peer_lacks() {
     let wal = tmp.path().join("wal");
     let input = tmp.path().join("in");
     std::fs::write(&input, lines_bytes(1..=1000)).unwrap();
-    let out = run(&["ship", "--dir", wal.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let out = run(&[
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "fsync");
     for _ in 0..2 {
         // The second run finds the peer holding everything: nothing to send.
         let out = run(&[
-            "ship", "--dir", wal.to_str().unwrap(), "--peer", &recv.addr, "--source", "src1",
-            "--input", "/dev/null", "--json",
+            "ship",
+            "--dir",
+            wal.to_str().unwrap(),
+            "--peer",
+            &recv.addr,
+            "--source",
+            "src1",
+            "--input",
+            "/dev/null",
+            "--json",
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -255,8 +299,17 @@ fn a_peer_that_stays_down_times_out_and_keeps_the_data() {
     // Port 1 on loopback: nothing listens there.
     let started = Instant::now();
     let out = run(&[
-        "ship", "--dir", wal.to_str().unwrap(), "--peer", "127.0.0.1:1", "--source", "src1",
-        "--input", input.to_str().unwrap(), "--ack-timeout", "1",
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--peer",
+        "127.0.0.1:1",
+        "--source",
+        "src1",
+        "--input",
+        input.to_str().unwrap(),
+        "--ack-timeout",
+        "1",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -278,15 +331,29 @@ fn a_seq_deleted_by_retention_is_a_loud_error() {
     }
     std::fs::write(&input, data).unwrap();
     let out = run(&[
-        "ship", "--dir", wal.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--durability", "none",
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--durability",
+        "none",
     ]);
     assert!(out.status.success());
     std::fs::remove_file(wal.join("0/00000000000000000001.wal")).unwrap();
     let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
     let out = run(&[
-        "ship", "--dir", wal.to_str().unwrap(), "--peer", &recv.addr, "--source", "src1",
-        "--input", "/dev/null", "--ack-timeout", "5",
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--peer",
+        &recv.addr,
+        "--source",
+        "src1",
+        "--input",
+        "/dev/null",
+        "--ack-timeout",
+        "5",
     ]);
     recv.stop();
     assert_eq!(out.status.code(), Some(1));

@@ -1,0 +1,243 @@
+//! Hostile and corrupt bytes sent straight to a receiver. Each bad
+//! connection is closed on its own; what was verified before the bad bytes
+//! is kept and acknowledged; other connections and the data on disk are
+//! untouched.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{dump_lines, line};
+use ringship::frame;
+use ringship::protocol::{self, ACK_BYTES, HELLO_BYTES, Hello, WELCOME_BYTES};
+use ringship::receive::{Receiver, ReceiverConfig, Stopper};
+use ringship::wal::Durability;
+
+fn start(dir: &std::path::Path) -> (SocketAddr, Stopper, std::thread::JoinHandle<()>) {
+    let receiver = Receiver::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverConfig {
+            dir: dir.to_path_buf(),
+            durability: Durability::Fsync,
+            cores: None,
+        },
+    )
+    .unwrap();
+    let addr = receiver.local_addr().unwrap();
+    let stopper = receiver.stopper();
+    let handle = std::thread::spawn(move || {
+        receiver.run().unwrap();
+    });
+    (addr, stopper, handle)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Sends a Hello; returns the welcome's status and durable seq.
+fn hello(s: &mut TcpStream, source: &str, shard: u32) -> (u16, u64) {
+    s.write_all(
+        &Hello {
+            source: source.into(),
+            shard,
+        }
+        .encode(),
+    )
+    .unwrap();
+    read_welcome(s)
+}
+
+fn read_welcome(s: &mut TcpStream) -> (u16, u64) {
+    let mut w = [0u8; WELCOME_BYTES];
+    s.read_exact(&mut w).unwrap();
+    (
+        u16::from_le_bytes([w[10], w[11]]),
+        u64::from_le_bytes(w[16..24].try_into().unwrap()),
+    )
+}
+
+fn records(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(1 << 20);
+    for seq in range {
+        frame::encode_into(&mut buf, seq, frame::now_ns(), &line(seq));
+    }
+    buf
+}
+
+/// Reads acks until `seq` is acknowledged or the connection closes; returns
+/// the highest ack seen.
+fn acks_until(s: &mut TcpStream, seq: u64) -> u64 {
+    let mut best = 0;
+    let mut b = [0u8; ACK_BYTES];
+    while best < seq {
+        if s.read_exact(&mut b).is_err() {
+            break;
+        }
+        best = protocol::decode_ack(&b).unwrap();
+    }
+    best
+}
+
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue, // trailing acks
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn hostile_handshakes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, stopper, handle) = start(tmp.path());
+
+    let mut s = connect(addr);
+    s.write_all(&[0xAB; HELLO_BYTES]).unwrap();
+    assert_eq!(
+        read_welcome(&mut s).0,
+        protocol::WelcomeStatus::BadHello as u16
+    );
+    assert!(closed(&mut s));
+
+    // A source that would escape the data directory.
+    let mut bad = Hello {
+        source: "ab".into(),
+        shard: 0,
+    }
+    .encode();
+    bad[16] = 2;
+    bad[17..19].copy_from_slice(b"..");
+    let mut s = connect(addr);
+    s.write_all(&bad).unwrap();
+    assert_eq!(
+        read_welcome(&mut s).0,
+        protocol::WelcomeStatus::BadHello as u16
+    );
+
+    // A version from the future.
+    let mut future = Hello {
+        source: "ab".into(),
+        shard: 0,
+    }
+    .encode();
+    future[8] = 99;
+    let mut s = connect(addr);
+    s.write_all(&future).unwrap();
+    assert_eq!(
+        read_welcome(&mut s).0,
+        protocol::WelcomeStatus::VersionMismatch as u16
+    );
+
+    // A half hello, then silence, then close: no welcome, no crash.
+    let mut s = connect(addr);
+    s.write_all(&[1, 2, 3]).unwrap();
+    drop(s);
+
+    // Two connections for one (source, shard): the second is refused.
+    let mut first = connect(addr);
+    assert_eq!(hello(&mut first, "dup", 0), (0, 0));
+    let mut second = connect(addr);
+    assert_eq!(
+        hello(&mut second, "dup", 0).0,
+        protocol::WelcomeStatus::Busy as u16
+    );
+    drop(first);
+
+    stopper.stop();
+    handle.join().unwrap();
+    let entries: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        entries.iter().all(|n| n == "dup"),
+        "only the valid source made a directory: {entries:?}"
+    );
+}
+
+#[test]
+fn corrupt_records_close_only_their_connection_and_keep_what_was_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, stopper, handle) = start(tmp.path());
+
+    // A good connection that keeps streaming throughout.
+    let mut good = connect(addr);
+    assert_eq!(hello(&mut good, "good", 0), (0, 0));
+    good.write_all(&records(1..=500)).unwrap();
+    assert_eq!(acks_until(&mut good, 500), 500);
+
+    // Bad crc in the 11th record.
+    let mut bad = connect(addr);
+    assert_eq!(hello(&mut bad, "badcrc", 0), (0, 0));
+    let mut bytes = records(1..=20);
+    let tenth_end: usize = (1..=10)
+        .map(|s| frame::encoded_len_bytes(line(s).len()))
+        .sum();
+    bytes[tenth_end + 26] ^= 0x01;
+    bad.write_all(&bytes).unwrap();
+    assert_eq!(
+        acks_until(&mut bad, 10),
+        10,
+        "the 10 verified records are acked"
+    );
+    assert!(closed(&mut bad));
+
+    // A length field far over the maximum: refused before any allocation.
+    let mut huge = connect(addr);
+    assert_eq!(hello(&mut huge, "huge", 0), (0, 0));
+    let mut rec = records(1..=1);
+    rec[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    huge.write_all(&rec).unwrap();
+    assert!(closed(&mut huge));
+
+    // A seq that skips ahead.
+    let mut gap = connect(addr);
+    assert_eq!(hello(&mut gap, "gap", 0), (0, 0));
+    let mut bytes = records(1..=5);
+    bytes.extend(records(7..=8));
+    gap.write_all(&bytes).unwrap();
+    assert_eq!(acks_until(&mut gap, 5), 5);
+    assert!(closed(&mut gap));
+
+    // Random garbage after a valid hello.
+    let mut junk = connect(addr);
+    assert_eq!(hello(&mut junk, "junk", 0), (0, 0));
+    let mut rng = common::Rng::from_env("receiver_hostile");
+    let garbage: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    let _ = junk.write_all(&garbage);
+    assert!(closed(&mut junk));
+
+    // The good connection never noticed.
+    good.write_all(&records(501..=1000)).unwrap();
+    assert_eq!(acks_until(&mut good, 1000), 1000);
+    drop(good);
+
+    // Reconnecting resumes where the receiver's WAL ends.
+    let mut again = connect(addr);
+    assert_eq!(hello(&mut again, "badcrc", 0), (0, 10));
+    drop(again);
+
+    stopper.stop();
+    handle.join().unwrap();
+    assert_eq!(
+        dump_lines(&tmp.path().join("good")),
+        (1..=1000).map(line).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        dump_lines(&tmp.path().join("badcrc")),
+        (1..=10).map(line).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        dump_lines(&tmp.path().join("gap")),
+        (1..=5).map(line).collect::<Vec<_>>()
+    );
+    assert!(!tmp.path().join("huge/0").exists() || dump_lines(&tmp.path().join("huge")).is_empty());
+}
