@@ -110,6 +110,11 @@ struct ShipArgs {
     /// How bytes go from segment to socket. Only `copy` is built so far.
     #[arg(long, value_enum, default_value_t = SendMode::Copy)]
     send_mode: SendMode,
+    /// With --peer: keep N sealed segments that the peer has fully
+    /// acknowledged and delete older ones (default: keep every segment).
+    /// Nothing unacknowledged is ever deleted.
+    #[arg(long, value_name = "N")]
+    retain_segments: Option<usize>,
 }
 
 /// Receive records from shippers: verify, persist, acknowledge.
@@ -422,6 +427,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
             peer: resolve(peer)?,
             source: source_name(args.source.as_deref())?,
             send_mode: args.send_mode,
+            retain_segments: args.retain_segments,
         }),
         None => None,
     };

@@ -63,6 +63,9 @@ pub struct ShipConfig {
     pub peer: SocketAddr,
     pub source: String,
     pub send_mode: SendMode,
+    /// Keep this many fully acknowledged sealed segments and delete older
+    /// ones; `None` keeps everything.
+    pub retain_segments: Option<usize>,
 }
 
 /// Errors that stop shipping for good (everything else is retried).
@@ -97,6 +100,7 @@ pub struct ShipStats {
     pub acked_records: u64,
     pub connects: u64,
     pub disconnects: u64,
+    pub segments_deleted: u64,
     /// append_ts → ack received, per record: the headline latency.
     pub append_to_acked_ns: Histogram<u64>,
 }
@@ -139,6 +143,8 @@ pub struct Shipper {
     send_progress: Option<(usize, usize)>,
     recv_buf: Option<Vec<u8>>,
     ack_partial: Vec<u8>,
+    /// First seqs of this shard's segments, oldest first, for retention.
+    segments: VecDeque<u64>,
     stats: ShipStats,
 }
 
@@ -153,7 +159,22 @@ impl Shipper {
             return Err(ShipError::ModeNotBuilt(config.send_mode));
         }
         protocol::validate_source(&config.source).expect("the CLI validates --source");
+        let sdir = shard_dir(dir, shard);
+        let mut segments: Vec<u64> = std::fs::read_dir(&sdir)
+            .map_err(|source| ShipError::Read {
+                path: sdir.clone(),
+                source,
+            })?
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()
+                    .and_then(parse_segment_file_name)
+            })
+            .collect();
+        segments.sort_unstable();
         Ok(Shipper {
+            segments: segments.into(),
             config,
             shard,
             dir: shard_dir(dir, shard),
@@ -178,6 +199,7 @@ impl Shipper {
                 acked_records: 0,
                 connects: 0,
                 disconnects: 0,
+                segments_deleted: 0,
                 append_to_acked_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
                     .expect("static histogram bounds"),
             },
@@ -228,6 +250,13 @@ impl Shipper {
     /// Connects if due, then sends whatever is durable and not yet sent, and
     /// keeps a read for acks posted. Called every loop iteration.
     pub fn pump(&mut self, ring: &mut Ring, wal: &WalWriter) -> Result<(), ShipError> {
+        if self
+            .segments
+            .back()
+            .is_none_or(|&last| wal.segment_first_seq() > last)
+        {
+            self.segments.push_back(wal.segment_first_seq());
+        }
         if self.stream.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 return Ok(());
@@ -458,6 +487,7 @@ impl Shipper {
                 })?;
             // Cut at the last whole record, and note each one for the acks.
             let mut used = 0;
+            let mut end_of_data = n == 0;
             while self.inflight.len() < SEND_INFLIGHT_RECORDS_MAX
                 && self.send_seq <= wal.durable_seq()
             {
@@ -479,8 +509,12 @@ impl Shipper {
                         self.stats.sent_records += 1;
                         used += len;
                     }
-                    Err(frame::DecodeError::Truncated { .. })
-                    | Err(frame::DecodeError::ZeroHeader) => {
+                    // The next record continues past what was read: the
+                    // chunk or the window ends here.
+                    Err(frame::DecodeError::Truncated { .. }) => break,
+                    // Preallocated space: the end of this segment's data.
+                    Err(frame::DecodeError::ZeroHeader) => {
+                        end_of_data = true;
                         break;
                     }
                     Err(e) => {
@@ -494,9 +528,9 @@ impl Shipper {
             }
             if used == 0 {
                 self.send_buf = Some(buf);
-                if position.segment_first_seq == wal.segment_first_seq() {
+                if position.segment_first_seq == wal.segment_first_seq() || !end_of_data {
                     // Caught up with the durable tail, or the window cannot
-                    // take the next record yet.
+                    // take the next record until acks free it.
                     return Ok(());
                 }
                 // The end of a sealed segment: the next one starts at send_seq.
@@ -618,5 +652,40 @@ impl Shipper {
                 .saturating_record(now_ns.saturating_sub(ts).max(1));
         }
         self.acked_seq = acked;
+        self.apply_retention();
+    }
+
+    /// Deletes the oldest sealed segments whose every record the peer has
+    /// acknowledged, keeping `retain_segments` of them. Progress never moves
+    /// ahead of delivery: an unacknowledged record is never deleted.
+    fn apply_retention(&mut self) {
+        let Some(keep) = self.config.retain_segments else {
+            return;
+        };
+        // Segment i is fully acked when the next one starts at or below
+        // acked + 1; the last segment is the one being written, never deleted.
+        let fully_acked = |segments: &VecDeque<u64>, acked: u64| {
+            segments
+                .iter()
+                .skip(1)
+                .take_while(|&&next_first| next_first <= acked + 1)
+                .count()
+        };
+        let mut deleted = false;
+        while fully_acked(&self.segments, self.acked_seq) > keep {
+            let first = self.segments[0];
+            let path = self.dir.join(segment_file_name(first));
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "retention could not delete a segment: {e}");
+                return;
+            }
+            tracing::info!(path = %path.display(), acked_seq = self.acked_seq, "retention deleted an acknowledged segment");
+            self.segments.pop_front();
+            self.stats.segments_deleted += 1;
+            deleted = true;
+        }
+        if deleted && let Err(e) = crate::wal::segment::sync_dir(&self.dir) {
+            tracing::warn!("{e}");
+        }
     }
 }

@@ -319,17 +319,21 @@ fn a_peer_that_stays_down_times_out_and_keeps_the_data() {
 }
 
 #[test]
-fn a_seq_deleted_by_retention_is_a_loud_error() {
+fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
     let tmp = tempfile::tempdir().unwrap();
     let wal = tmp.path().join("wal");
     let input = tmp.path().join("in");
-    // ~70 MiB of 60 KiB lines: two segments.
+    // ~140 MiB of 60 KiB lines: three segments.
     let mut data = Vec::new();
-    for i in 0..1200u32 {
+    for i in 0..2300u32 {
         data.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, 60_000));
         data.push(b'\n');
     }
     std::fs::write(&input, data).unwrap();
+    let segments = |wal: &std::path::Path| std::fs::read_dir(wal.join("0")).unwrap().count();
+
+    // Without a peer nothing is acked, so nothing is deleted.
+    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
     let out = run(&[
         "ship",
         "--dir",
@@ -338,10 +342,13 @@ fn a_seq_deleted_by_retention_is_a_loud_error() {
         input.to_str().unwrap(),
         "--durability",
         "none",
+        "--retain-segments",
+        "0",
     ]);
-    assert!(out.status.success());
-    std::fs::remove_file(wal.join("0/00000000000000000001.wal")).unwrap();
-    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(segments(&wal) >= 3);
+
+    // Shipped and acked: all sealed segments go, the one being written stays.
     let out = run(&[
         "ship",
         "--dir",
@@ -352,10 +359,40 @@ fn a_seq_deleted_by_retention_is_a_loud_error() {
         "src1",
         "--input",
         "/dev/null",
+        "--durability",
+        "none",
+        "--retain-segments",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["acked_seq"], 2300);
+    assert_eq!(segments(&wal), 1);
+    assert!(
+        run(&["verify", "--dir", wal.to_str().unwrap()])
+            .status
+            .success()
+    );
+    recv.stop();
+    assert_eq!(dump_lines(&tmp.path().join("recv/src1")).len(), 2300);
+
+    // A new receiver asks for seq 1, which retention deleted: loud, exit 1.
+    let fresh = RecvProc::start(&tmp.path().join("fresh"), "127.0.0.1:0", "none");
+    let out = run(&[
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--peer",
+        &fresh.addr,
+        "--source",
+        "src1",
+        "--input",
+        "/dev/null",
         "--ack-timeout",
         "5",
     ]);
-    recv.stop();
+    fresh.stop();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("the peer asks for seq 1"), "{err}");
