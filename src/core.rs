@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::constants::{RING_ENTRIES, RING_SLOTS_MAX};
-use crate::inbox::{Batch, InboxReceiver, Next};
+use crate::inbox::{Batch, BatchKind, InboxReceiver, Next};
 use crate::io::{Completion, Ring, RingError, RingFlags, pin_current_thread};
 use crate::ship::{ShipConfig, ShipError, ShipStats, Shipper};
 use crate::wal::writer::WAL_TOKEN_BITS;
@@ -209,8 +209,18 @@ fn run_loop(
                 }
                 let (batch, cursor) = pending.as_mut().expect("set above");
                 let mut blocked = false;
-                while let Some((ts, payload, next)) = batch.entry_at(*cursor) {
-                    match wal.stage(ts, payload)? {
+                loop {
+                    let (staged, next) = match batch.kind() {
+                        BatchKind::Entries => match batch.entry_at(*cursor) {
+                            Some((ts, payload, next)) => (wal.stage(ts, payload)?, next),
+                            None => break,
+                        },
+                        BatchKind::Records => match batch.record_at(*cursor) {
+                            Some((record, next)) => (wal.stage_encoded(record)?, next),
+                            None => break,
+                        },
+                    };
+                    match staged {
                         Stage::Staged(seq) => {
                             first_appended_seq.get_or_insert(seq);
                             *cursor = next;

@@ -173,6 +173,27 @@ pub fn peek_header(buf: &[u8]) -> (u64, u64, usize) {
     (seq, append_ts_ns, encoded_len_bytes(len_bytes))
 }
 
+/// Reads the header at the start of `buf` without checking the crc:
+/// (seq, append_ts_ns, encoded length), or `None` when the bytes there are
+/// not a whole record (zero header, length over the maximum, or truncated).
+///
+/// Only for bytes whose crc has already been checked (segments are verified
+/// by recovery when the WAL opens, and the WAL wrote the rest itself); the
+/// receiver, which trusts nothing, always uses [`decode`].
+pub fn header_unverified(buf: &[u8]) -> Option<(u64, u64, usize)> {
+    let header = buf.get(..RECORD_HEADER_BYTES)?;
+    if header.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let len_bytes = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    if len_bytes > RECORD_PAYLOAD_BYTES_MAX || buf.len() < encoded_len_bytes(len_bytes) {
+        return None;
+    }
+    let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let append_ts_ns = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    Some((seq, append_ts_ns, encoded_len_bytes(len_bytes)))
+}
+
 /// Nanoseconds since the Unix epoch, from CLOCK_REALTIME.
 ///
 /// Realtime rather than monotonic because timestamps cross processes and, with

@@ -36,7 +36,8 @@ use hdrhistogram::Histogram;
 
 use crate::constants::{
     CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS,
-    SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX, SEND_INFLIGHT_RECORDS_MAX,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX,
+    SEND_INFLIGHT_RECORDS_MAX,
 };
 use crate::frame;
 use crate::io::{Completion, Ring};
@@ -491,40 +492,41 @@ impl Shipper {
             while self.inflight.len() < SEND_INFLIGHT_RECORDS_MAX
                 && self.send_seq <= wal.durable_seq()
             {
-                match frame::decode(&buf[used..n]) {
-                    Ok((record, len)) => {
-                        if record.seq != self.send_seq {
-                            return Err(ShipError::Corrupt {
-                                path: position.path.clone(),
-                                offset_bytes: position.offset_bytes + used as u64,
-                                reason: format!(
-                                    "seq {} where {} was due",
-                                    record.seq, self.send_seq
-                                ),
-                            });
-                        }
-                        self.inflight
-                            .push_back((record.seq, record.append_ts_ns, len as u32));
-                        self.send_seq += 1;
-                        self.stats.sent_records += 1;
-                        used += len;
-                    }
-                    // The next record continues past what was read: the
-                    // chunk or the window ends here.
-                    Err(frame::DecodeError::Truncated { .. }) => break,
-                    // Preallocated space: the end of this segment's data.
-                    Err(frame::DecodeError::ZeroHeader) => {
+                // Segments were crc-checked by recovery when the WAL opened,
+                // and the WAL wrote everything since: only the framing is
+                // read here. The receiver verifies every crc again.
+                let rest = &buf[used..n];
+                let Some((seq, ts, len)) = frame::header_unverified(rest) else {
+                    if rest.len() >= RECORD_HEADER_BYTES
+                        && rest[..RECORD_HEADER_BYTES] == [0; RECORD_HEADER_BYTES]
+                    {
+                        // Preallocated space: the end of this segment's data.
                         end_of_data = true;
-                        break;
-                    }
-                    Err(e) => {
+                    } else if rest.len() >= 8
+                        && u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize
+                            > crate::constants::RECORD_PAYLOAD_BYTES_MAX
+                    {
                         return Err(ShipError::Corrupt {
                             path: position.path.clone(),
                             offset_bytes: position.offset_bytes + used as u64,
-                            reason: e.to_string(),
+                            reason: "length field over the maximum".into(),
                         });
                     }
+                    // Otherwise the next record continues past what was
+                    // read: the chunk or the window ends here.
+                    break;
+                };
+                if seq != self.send_seq {
+                    return Err(ShipError::Corrupt {
+                        path: position.path.clone(),
+                        offset_bytes: position.offset_bytes + used as u64,
+                        reason: format!("seq {seq} where {} was due", self.send_seq),
+                    });
                 }
+                self.inflight.push_back((seq, ts, len as u32));
+                self.send_seq += 1;
+                self.stats.sent_records += 1;
+                used += len;
             }
             if used == 0 {
                 self.send_buf = Some(buf);

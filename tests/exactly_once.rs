@@ -17,6 +17,19 @@ use common::{Rng, bin, dump_lines, line, run, stdout};
 const N: u64 = 1_000_000;
 const CHUNK: u64 = 5_000;
 
+/// Where the children's stderr goes: RINGSHIP_TEST_LOGS=DIR keeps it (with
+/// RINGSHIP_LOG=info for detail), otherwise it is discarded.
+fn child_stderr(name: &str) -> Stdio {
+    match std::env::var("RINGSHIP_TEST_LOGS") {
+        Ok(dir) => {
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = format!("{dir}/{name}-{}.log", ringship::frame::now_ns());
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        Err(_) => Stdio::null(),
+    }
+}
+
 fn start_receiver(dir: &std::path::Path, listen: &str) -> (Child, String) {
     let mut child = Command::new(bin())
         .args([
@@ -27,7 +40,7 @@ fn start_receiver(dir: &std::path::Path, listen: &str) -> (Child, String) {
             dir.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(child_stderr("receive"))
         .spawn()
         .unwrap();
     let mut first = String::new();
@@ -53,10 +66,10 @@ fn start_shipper(wal: &std::path::Path, peer: &str) -> Child {
             "--source",
             "src",
         ])
-        .args(["--ack-timeout", "120"])
+        .args(["--ack-timeout", "60"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(child_stderr("ship"))
         .spawn()
         .unwrap()
 }

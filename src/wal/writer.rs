@@ -307,26 +307,53 @@ impl WalWriter {
     /// Encodes one record into the next commit. Never allocates.
     pub fn stage(&mut self, append_ts_ns: u64, payload: &[u8]) -> Result<Stage, WalError> {
         frame::check_payload(payload)?;
-        if self.rotate_pending {
-            return Ok(Stage::Full);
+        if let Some(full) = self.reserve(encoded_len_bytes(payload.len())) {
+            return Ok(full);
         }
-        let need = encoded_len_bytes(payload.len());
+        let seq = self.next_seq;
+        frame::encode_into(&mut self.staging, seq, append_ts_ns, payload);
+        self.staged(payload.len())
+    }
+
+    /// Stages a record that is already encoded and verified (the receiver's
+    /// path: the bytes go to disk exactly as they came off the wire). Its
+    /// seq must be the next one, which the receiver checked.
+    pub fn stage_encoded(&mut self, record: &[u8]) -> Result<Stage, WalError> {
+        let (seq, _, len) = frame::header_unverified(record).expect("a verified record");
+        assert_eq!(len, record.len());
+        assert_eq!(seq, self.next_seq, "the receiver checks seq continuity");
+        if let Some(full) = self.reserve(len) {
+            return Ok(full);
+        }
+        self.staging.extend_from_slice(record);
+        self.staged(len - crate::constants::RECORD_HEADER_BYTES)
+    }
+
+    /// Checks there is room for `need` more bytes in this commit and this
+    /// segment; `Some(Full)` if not.
+    fn reserve(&mut self, need: usize) -> Option<Stage> {
+        if self.rotate_pending {
+            return Some(Stage::Full);
+        }
         let end = self.write_offset_bytes + (self.staging.len() + need) as u64;
         if end > SEGMENT_SIZE_BYTES {
             self.rotate_pending = true;
-            return Ok(Stage::Full);
+            return Some(Stage::Full);
         }
         if self.staging.len() + need > COMMIT_BYTES_MAX {
-            return Ok(Stage::Full);
+            return Some(Stage::Full);
         }
         if self.staging.is_empty() {
             self.staging_first_seq = self.next_seq;
         }
+        None
+    }
+
+    fn staged(&mut self, payload_len: usize) -> Result<Stage, WalError> {
         let seq = self.next_seq;
-        frame::encode_into(&mut self.staging, seq, append_ts_ns, payload);
         self.next_seq += 1;
         self.stats.records += 1;
-        self.stats.payload_bytes += payload.len() as u64;
+        self.stats.payload_bytes += payload_len as u64;
         Ok(Stage::Staged(seq))
     }
 
