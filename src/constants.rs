@@ -101,6 +101,10 @@ pub const SECTOR_SIZE_BYTES: usize = 512;
 /// from overflow, whatever a hostile header says.
 pub const SEQ_MAX: u64 = u64::MAX >> 1;
 
+/// Read window of a recovery scan (and of `dump` and `verify`): two maximum
+/// records, so one whole record is always in view while memory stays small.
+pub const SCAN_WINDOW_BYTES: usize = 2 * RECORD_BYTES_MAX;
+
 /// Sequence numbers start here; seq 0 means "nothing yet" in summaries and in
 /// the resume handshake.
 pub const SEQ_FIRST: u64 = 1;

@@ -23,9 +23,9 @@
 //! all-zero sector inside the damaged record. Damage with valid records after
 //! it and without that mark (a flipped bit) is corruption and is refused.
 
-//! Segments are read whole into one buffer, bounded by [`SEGMENT_SIZE_BYTES`]:
-//! the segment is the unit of recovery, and a corrupt-middle check needs to
-//! look past the damage anyway.
+//! Memory stays bounded whatever the segment size: records stream through a
+//! window of [`SCAN_WINDOW_BYTES`], and damage is analysed on a read of at
+//! most the in-flight window after it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 
 use crate::constants::{
     RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, RECOVERY_TORN_WINDOW_BYTES,
-    SECTOR_SIZE_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES, SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
+    SCAN_WINDOW_BYTES, SECTOR_SIZE_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES,
+    SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
 };
 use crate::frame::{self, DecodeError, RecordRef};
 use crate::wal::segment::{
@@ -196,7 +197,7 @@ pub fn scan_shard(
     }
     names.sort_unstable();
 
-    let mut buf: Vec<u8> = Vec::new();
+    let mut window: Vec<u8> = Vec::with_capacity(SCAN_WINDOW_BYTES);
     let count = names.len();
     for (index, (first_seq, path)) in names.into_iter().enumerate() {
         let is_last = index + 1 == count;
@@ -207,11 +208,15 @@ pub fn scan_shard(
                 found_seq: first_seq,
             });
         }
-        read_whole(&path, &mut buf)?;
-        let header = SegmentHeader::decode(&buf).map_err(|reason| RecoveryError::BadHeader {
-            path: path.clone(),
-            reason,
-        })?;
+        let (file, len) = open_segment(&path)?;
+        let mut header_block = vec![0u8; SEGMENT_HEADER_BYTES.min(len as usize)];
+        file.read_exact_at(&mut header_block, 0)
+            .map_err(io_error("read segment", &path))?;
+        let header =
+            SegmentHeader::decode(&header_block).map_err(|reason| RecoveryError::BadHeader {
+                path: path.clone(),
+                reason,
+            })?;
         if header.shard != shard || header.first_seq != first_seq {
             return Err(RecoveryError::BadHeader {
                 path,
@@ -223,7 +228,19 @@ pub fn scan_shard(
                 ),
             });
         }
-        let info = scan_segment(&path, &buf, first_seq, is_last, &mut scan.torn, &mut visit)?;
+        let segment = Segment {
+            path: &path,
+            file: &file,
+            len,
+        };
+        let info = scan_segment(
+            &segment,
+            &mut window,
+            first_seq,
+            is_last,
+            &mut scan.torn,
+            &mut visit,
+        )?;
         if info.records > 0 {
             scan.first_seq.get_or_insert(first_seq);
             scan.last_seq = info.last_seq;
@@ -235,106 +252,121 @@ pub fn scan_shard(
     Ok(scan)
 }
 
-fn read_whole(path: &Path, buf: &mut Vec<u8>) -> Result<(), RecoveryError> {
+/// One segment file being scanned.
+struct Segment<'a> {
+    path: &'a Path,
+    file: &'a File,
+    len: u64,
+}
+
+impl Segment<'_> {
+    /// Reads `[from, from + want)` (clipped to the file) into `buf`.
+    fn read(&self, from: u64, want: usize, buf: &mut Vec<u8>) -> Result<(), RecoveryError> {
+        let n = (self.len.saturating_sub(from)).min(want as u64) as usize;
+        buf.clear();
+        buf.resize(n, 0);
+        self.file
+            .read_exact_at(buf, from)
+            .map_err(io_error("read segment", self.path))
+    }
+
+    /// Offset just past the last non-zero byte at or after `from`, streamed
+    /// through `buf` so that memory stays bounded.
+    fn nonzero_end(&self, from: u64, buf: &mut Vec<u8>) -> Result<u64, RecoveryError> {
+        let mut end = from;
+        let mut at = from;
+        while at < self.len {
+            self.read(at, SCAN_WINDOW_BYTES, buf)?;
+            if let Some(i) = buf.iter().rposition(|&b| b != 0) {
+                end = at + i as u64 + 1;
+            }
+            at += buf.len() as u64;
+        }
+        Ok(end)
+    }
+}
+
+fn open_segment(path: &Path) -> Result<(File, u64), RecoveryError> {
     let file = File::open(path).map_err(io_error("open segment", path))?;
     let len = file
         .metadata()
         .map_err(io_error("stat segment", path))?
         .len();
-    // Bound the size before allocating for it.
     if len > SEGMENT_SIZE_BYTES {
         return Err(RecoveryError::Unexpected {
             path: path.to_path_buf(),
             reason: format!("segment is {len} bytes, over the {SEGMENT_SIZE_BYTES}-byte maximum"),
         });
     }
-    buf.clear();
-    buf.resize(len as usize, 0);
-    file.read_exact_at(buf, 0)
-        .map_err(io_error("read segment", path))
+    Ok((file, len))
 }
 
+/// Scans one segment's records through a window of [`SCAN_WINDOW_BYTES`]
+/// (which always holds a whole record), so memory stays bounded however
+/// large the segment. Damage is analysed on a bounded read of the bytes
+/// that could have been in flight after it.
 fn scan_segment(
-    path: &Path,
-    buf: &[u8],
+    segment: &Segment<'_>,
+    window: &mut Vec<u8>,
     first_seq: u64,
     is_last: bool,
     torn: &mut Option<TornTail>,
     visit: &mut impl FnMut(RecordRef<'_>) -> io::Result<()>,
 ) -> Result<SegmentInfo, RecoveryError> {
-    let mut offset = SEGMENT_HEADER_BYTES;
+    let path = segment.path;
+    let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut expected = first_seq;
     let mut records = 0u64;
-    let damage: Option<String> = loop {
-        if offset == buf.len() {
+    let mut window_start = offset;
+    window.clear();
+    let damage: Option<(String, u64)> = loop {
+        if offset >= segment.len {
             break None;
         }
-        match frame::decode(&buf[offset..]) {
+        // Keep a whole record (or the rest of the file) in the window.
+        let window_end = window_start + window.len() as u64;
+        if offset + RECORD_BYTES_MAX as u64 > window_end && window_end < segment.len {
+            segment.read(offset, SCAN_WINDOW_BYTES, window)?;
+            window_start = offset;
+        }
+        let view = &window[(offset - window_start) as usize..];
+        match frame::decode(view) {
             Ok((record, used)) => {
                 if record.seq != expected {
-                    return Err(RecoveryError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset_bytes: offset as u64,
-                        expected_seq: expected,
-                        reason: format!("valid crc but seq {} breaks the sequence", record.seq),
-                    });
-                }
-                visit(record).map_err(io_error("visit record", path))?;
-                records += 1;
-                expected += 1;
-                offset += used;
-            }
-            Err(DecodeError::ZeroHeader) => {
-                if buf[offset..].iter().all(|&b| b == 0) {
-                    break None;
-                }
-                // A synced record is never all zeros, so this record was never
-                // durable, and nor was anything after it (durability is in
-                // order) — provided the data after it could still have been
-                // in flight.
-                if within_torn_window(buf, offset) {
-                    break Some("unwritten space followed by data that was never synced".into());
-                }
-                return Err(corrupt(
-                    path,
-                    offset,
-                    expected,
-                    "unwritten space in the middle of durable data".into(),
-                ));
-            }
-            Err(e @ DecodeError::Truncated { .. }) => break Some(format!("partial record: {e}")),
-            Err(e) => {
-                let Some(at) = find_valid_record(buf, offset + 1, expected) else {
-                    if within_torn_window(buf, offset) {
-                        break Some(format!("last record damaged: {e}"));
-                    }
                     return Err(corrupt(
                         path,
                         offset,
                         expected,
-                        format!("{e}, with data far beyond it"),
-                    ));
-                };
-                // Valid records follow. After a power cut pages reach the disk
-                // in any order, so an unsynced commit can leave a hole (an
-                // all-zero sector) with later, never-acknowledged records
-                // intact. Without that mark, or deeper than the in-flight
-                // window, it is corruption of durable data.
-                if is_last && within_torn_window(buf, offset) && has_zero_sector(buf, offset, at) {
-                    break Some(format!(
-                        "{e}, with unwritten sectors before the records at byte offset {at}: a commit that was never synced"
+                        format!("valid crc but seq {} breaks the sequence", record.seq),
                     ));
                 }
-                return Err(corrupt(
-                    path,
+                visit(record).map_err(io_error("visit record", path))?;
+                records += 1;
+                expected += 1;
+                offset += used as u64;
+            }
+            Err(e) => {
+                // Everything after the damage, within what can be in flight
+                // (plus one record, to find a valid one that starts inside).
+                let mut tail = Vec::new();
+                segment.read(
                     offset,
-                    expected,
-                    format!("{e}; a valid record follows at byte offset {at}"),
-                ));
+                    RECOVERY_TORN_WINDOW_BYTES + RECORD_BYTES_MAX + SECTOR_SIZE_BYTES,
+                    &mut tail,
+                )?;
+                let nonzero_end = segment.nonzero_end(offset, window)?;
+                if nonzero_end == offset {
+                    // Zeros to the end: preallocated space, a clean end.
+                    break None;
+                }
+                let within_window = nonzero_end - offset <= RECOVERY_TORN_WINDOW_BYTES as u64;
+                let reason = classify_damage(e, &tail, offset, expected, is_last, within_window)
+                    .map_err(|reason| corrupt(path, offset, expected, reason))?;
+                break Some((reason, nonzero_end));
             }
         }
     };
-    if let Some(reason) = damage {
+    if let Some((reason, nonzero_end)) = damage {
         if !is_last {
             return Err(corrupt(
                 path,
@@ -345,8 +377,8 @@ fn scan_segment(
         }
         *torn = Some(TornTail {
             segment: path.to_path_buf(),
-            offset_bytes: offset as u64,
-            cut_bytes: nonzero_end(buf).saturating_sub(offset) as u64,
+            offset_bytes: offset,
+            cut_bytes: nonzero_end.saturating_sub(offset),
             reason,
         });
     }
@@ -355,33 +387,65 @@ fn scan_segment(
         first_seq,
         records,
         last_seq: (records > 0).then(|| expected - 1),
-        data_end_bytes: offset as u64,
+        data_end_bytes: offset,
     })
 }
 
-fn corrupt(path: &Path, offset: usize, expected_seq: u64, reason: String) -> RecoveryError {
+/// Decides whether damage at file offset `offset` (whose following bytes are
+/// `tail`) is a torn tail — `Ok(reason)` — or corruption — `Err(reason)`.
+fn classify_damage(
+    e: DecodeError,
+    tail: &[u8],
+    offset: u64,
+    expected: u64,
+    is_last: bool,
+    within_window: bool,
+) -> Result<String, String> {
+    match e {
+        // A synced record is never all zeros, so this record was never
+        // durable, and nor was anything after it (durability is in order),
+        // provided the data after it could still have been in flight.
+        DecodeError::ZeroHeader if within_window => {
+            Ok("unwritten space followed by data that was never synced".into())
+        }
+        DecodeError::ZeroHeader => Err("unwritten space in the middle of durable data".into()),
+        DecodeError::Truncated { .. } if within_window => Ok(format!("partial record: {e}")),
+        _ => match find_valid_record(tail, 1, expected) {
+            None if within_window => Ok(format!("last record damaged: {e}")),
+            None => Err(format!("{e}, with data far beyond it")),
+            // Valid records follow. After a power cut pages reach the disk in
+            // any order, so an unsynced commit can leave a hole (an all-zero
+            // sector) with later, never-acknowledged records intact. Without
+            // that mark, or deeper than the in-flight window, it is
+            // corruption of durable data.
+            Some(at) if is_last && within_window && has_zero_sector(tail, offset, 0, at) => {
+                Ok(format!(
+                    "{e}, with unwritten sectors before the records at byte offset {}: a commit that was never synced",
+                    offset + at as u64
+                ))
+            }
+            Some(at) => Err(format!(
+                "{e}; a valid record follows at byte offset {}",
+                offset + at as u64
+            )),
+        },
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, expected_seq: u64, reason: String) -> RecoveryError {
     RecoveryError::Corrupt {
         path: path.to_path_buf(),
-        offset_bytes: offset as u64,
+        offset_bytes: offset,
         expected_seq,
         reason,
     }
 }
 
-/// Offset just past the last non-zero byte.
-fn nonzero_end(buf: &[u8]) -> usize {
-    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
-}
-
-/// True if everything written from `offset` on fits in the window that can
-/// be in flight, unsynced, at once.
-fn within_torn_window(buf: &[u8], offset: usize) -> bool {
-    nonzero_end(buf).saturating_sub(offset) <= RECOVERY_TORN_WINDOW_BYTES
-}
-
-/// True if [from, to) holds a sector-aligned, all-zero sector.
-fn has_zero_sector(buf: &[u8], from: usize, to: usize) -> bool {
-    let first = from.div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES;
+/// True if `buf[from..to]` holds an all-zero sector aligned in the file,
+/// where `buf[0]` is at file offset `base`.
+fn has_zero_sector(buf: &[u8], base: u64, from: usize, to: usize) -> bool {
+    let sector = SECTOR_SIZE_BYTES as u64;
+    let first = ((base + from as u64).div_ceil(sector) * sector - base) as usize;
     let to = to.min(buf.len());
     (first..to)
         .step_by(SECTOR_SIZE_BYTES)
@@ -396,9 +460,7 @@ fn has_zero_sector(buf: &[u8], from: usize, to: usize) -> bool {
 /// corruption either way, which the window check reports).
 fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize> {
     let seq_max = expected_seq + (buf.len() / RECORD_HEADER_BYTES) as u64;
-    let limit = buf
-        .len()
-        .min(from + RECOVERY_TORN_WINDOW_BYTES + RECORD_BYTES_MAX);
+    let limit = buf.len();
     let mut at = from;
     while at + RECORD_HEADER_BYTES <= limit {
         let b = &buf[at..];
