@@ -5,7 +5,8 @@
 //! stage:
 //!
 //! ```text
-//! producer (stdin lines: ingest)        bounded inbox; an eventfd write wakes the core
+//! producer (stdin lines: ingest; the receiver's verified records)
+//!          bounded inbox; an eventfd write wakes the core
 //!   ▼
 //! frame    header { crc32c, len, seq, append_ts_ns } + payload
 //!   ▼
@@ -13,7 +14,11 @@
 //!          fdatasync on the core's ring; ≥2 chains in flight; segments
 //!          preallocated, named by first seq, recovered by scanning
 //!   ▼      the durable watermark advances → core::DurableListener, same loop turn
-//! (ship → receive: the next stage, not built yet)
+//! ship     in that same turn: pread [shipped, durable) and io_uring SEND it;
+//!          acks arrive on an io_uring RECV that is always posted
+//!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
+//! receive  verify (length bound, crc32c, seq continuity), append the bytes
+//!          unchanged through the same core loop, ack after fdatasync
 //! ```
 //!
 //! # Invariants
@@ -21,7 +26,12 @@
 //! - A seq is reported durable only when it and every record before it have
 //!   been fdatasync'd (or written, in `--durability none`). The watermark only
 //!   moves forward, and never ahead of the disk.
-//! - Nothing wakes a core but a completion: no timer, poll or heartbeat.
+//! - Nothing wakes a core but a completion: no timer, poll or heartbeat
+//!   gates a durable record. The only timed waits are the reconnect backoff
+//!   and the ack deadline at the end of a `ship` run.
+//! - The shipper sends only durable bytes; the receiver acks only what its
+//!   own fdatasync covers; resume is by seq, so kills lose and duplicate
+//!   nothing; retention deletes only acknowledged segments.
 //! - Every queue, buffer and in-flight window has a named bound in
 //!   [`constants`]; commit buffers, inbox batches, ring slots and histograms
 //!   are allocated when a core starts, and nothing grows with backlog.
@@ -35,7 +45,10 @@
 //! - [`ingest`]: producers (stdin lines) → [`inbox`]
 //! - [`frame`]: the record format
 //! - [`wal`]: segments, group commit ([`wal::writer`]), recovery
-//! - [`core`]: the per-core loop tying inbox, WAL and ring together
+//! - [`ship`]: the shipper, pumped by the core loop
+//! - [`protocol`]: hello, welcome, data and ack on the wire
+//! - [`receive`]: the receiver
+//! - [`core`]: the per-core loop tying inbox, WAL, shipper and ring together
 //! - [`io`]: the ring, completion slots, pinning — the only `unsafe`
 //! - [`constants`]: every bound
 

@@ -27,7 +27,7 @@ cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; } 
 
 ringship_run() {  # file durability -> prints "seconds cpu_seconds"
   local f=$1 d=$2
-  rm -rf "$S/recv" "$S/wal"
+  rm -rf "$S/recv" "$S/wal"; sync   # every run starts with no dirty pages (see README)
   "$B" receive --listen 127.0.0.1:$PORT --dir "$S/recv" --durability "$d" > "$S/recv.log" 2>&1 &
   local rp=$!
   for _ in $(seq 50); do grep -q listening "$S/recv.log" 2>/dev/null && break; sleep 0.05; done
@@ -43,7 +43,7 @@ ringship_run() {  # file durability -> prints "seconds cpu_seconds"
 }
 
 socat_run() {  # file -> prints seconds
-  local f=$1
+  local f=$1; sync
   socat -u TCP-LISTEN:$PORT,reuseaddr OPEN:/dev/null & local lp=$!
   sleep 0.2
   local t0; t0=$(now)
