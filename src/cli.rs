@@ -107,8 +107,10 @@ struct ShipArgs {
     /// acknowledged before exiting 1 (the rest stays in the WAL).
     #[arg(long, default_value_t = 30.0)]
     ack_timeout: f64,
-    /// How bytes go from segment to socket. Only `copy` is built so far.
-    #[arg(long, value_enum, default_value_t = SendMode::Copy)]
+    /// How bytes go from segment to socket: splice (page cache → pipe →
+    /// socket, no copy to user memory), copy (pread + send, the baseline).
+    /// zc is not built yet.
+    #[arg(long, value_enum, default_value_t = SendMode::Splice)]
     send_mode: SendMode,
     /// With --peer: keep N sealed segments that the peer has fully
     /// acknowledged and delete older ones (default: keep every segment).
@@ -380,6 +382,8 @@ struct ShipSummary {
     acked_seq: Option<u64>,
     sent_bytes: Option<u64>,
     connects: Option<u64>,
+    copy_bytes: Option<u64>,
+    splice_bytes: Option<u64>,
     append_to_acked: Option<LatencySummary>,
 }
 
@@ -479,6 +483,8 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         acked_seq: report.acked_seq,
         sent_bytes: report.ship.as_ref().map(|s| s.sent_bytes),
         connects: report.ship.as_ref().map(|s| s.connects),
+        copy_bytes: report.ship.as_ref().map(|s| s.copy_bytes),
+        splice_bytes: report.ship.as_ref().map(|s| s.splice_bytes),
         append_to_acked: report
             .ship
             .as_ref()
@@ -520,10 +526,12 @@ fn print_ship_summary(s: &ShipSummary) {
     println!("  append → durable   {}", s.append_to_durable.human());
     if let (Some(peer), Some(acked)) = (&s.peer, s.acked_seq) {
         println!(
-            "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent, {} connects",
+            "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent ({} spliced, {} copied), {} connects",
             s.source.as_deref().unwrap_or("?"),
-            s.send_mode.unwrap_or(SendMode::Copy),
+            s.send_mode.unwrap_or(SendMode::Splice),
             s.sent_bytes.unwrap_or(0),
+            s.splice_bytes.unwrap_or(0),
+            s.copy_bytes.unwrap_or(0),
             s.connects.unwrap_or(0)
         );
     }

@@ -120,12 +120,17 @@ pub fn run(
         WalWriter::open(&config.dir, config.shard, config.durability, TOKEN_WAL)?;
     let mut ring = Ring::new(config.cpu)?;
     let mut shipper = match &config.ship {
-        Some(ship) => Some(Shipper::new(
-            ship.clone(),
-            &config.dir,
-            config.shard,
-            TOKEN_SHIP,
-        )?),
+        Some(ship) => {
+            if ship.send_mode == crate::ship::SendMode::Splice {
+                wal.enable_durable_feed(crate::constants::SEND_INFLIGHT_RECORDS_MAX);
+            }
+            Some(Shipper::new(
+                ship.clone(),
+                &config.dir,
+                config.shard,
+                TOKEN_SHIP,
+            )?)
+        }
         None => None,
     };
     listener.on_ready(wal.durable_seq());
@@ -245,7 +250,7 @@ fn run_loop(
         // Ship whatever became durable in the previous iteration's
         // completions, before waiting again.
         if let Some(s) = shipper.as_deref_mut() {
-            s.pump(ring, wal)?;
+            s.pump(ring, &mut *wal)?;
         }
 
         if !inbox_open && pending.is_none() && wal.is_idle() {

@@ -22,12 +22,17 @@
 //! is no longer held (retention deleted it) or the receiver is ahead of this
 //! WAL, that is a loud, fatal error, never a silent gap.
 //!
-//! Send mode `copy` (pread + io_uring SEND) is the one built so far.
+//! Send modes: `copy` reads a chunk (pread) and sends it with io_uring SEND;
+//! `splice` moves the current segment's durable bytes page cache → pipe →
+//! socket with io_uring SPLICE, so they are never copied into user memory,
+//! and falls back to `copy` for sealed segments (a backlog). `zc` is not
+//! built yet.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,7 +55,8 @@ use crate::wal::writer::LATENCY_NS_MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SendMode {
-    /// io_uring SPLICE, segment → pipe → socket (not built yet).
+    /// io_uring SPLICE, segment (page cache) → pipe → socket, for the
+    /// segment being written; sealed segments (a backlog) go by `copy`.
     Splice,
     /// io_uring SEND_ZC from registered buffers (not built yet).
     Zc,
@@ -90,8 +96,10 @@ pub enum ShipError {
         offset_bytes: u64,
         reason: String,
     },
-    #[error("send mode {0:?} is not built yet; use --send-mode copy")]
+    #[error("send mode {0:?} is not built yet; use --send-mode splice or copy")]
     ModeNotBuilt(SendMode),
+    #[error("creating the splice pipe: {0}")]
+    Pipe(io::Error),
 }
 
 /// Shipping counters and latency, merged into reports.
@@ -101,6 +109,9 @@ pub struct ShipStats {
     pub acked_records: u64,
     pub connects: u64,
     pub disconnects: u64,
+    /// Bytes sent by each path.
+    pub copy_bytes: u64,
+    pub splice_bytes: u64,
     pub segments_deleted: u64,
     /// append_ts → ack received, per record: the headline latency.
     pub append_to_acked_ns: Histogram<u64>,
@@ -108,11 +119,24 @@ pub struct ShipStats {
 
 const KIND_SEND: u64 = 1;
 const KIND_RECV: u64 = 2;
+const KIND_SPLICE_IN: u64 = 3;
+const KIND_SPLICE_OUT: u64 = 4;
 /// Token layout: owner (bits 8..16, from the core) | kind (bits 0..8) |
 /// connection generation (bits 16..), so completions of a dead connection
 /// are recognised and only their buffers are taken back.
 const GENERATION_SHIFT: u32 = 16;
 const ACK_RECV_BYTES: usize = ACK_BYTES * 64;
+
+/// A splice of `[start, end)` of the current segment in progress: one
+/// splice at a time, file → pipe, then pipe → socket until the pipe is
+/// empty, then the next pipe-full.
+struct SpliceUnit {
+    /// Offset of the next byte to move into the pipe.
+    next_bytes: u64,
+    end_bytes: u64,
+    /// Bytes in the pipe not yet sent.
+    in_pipe_bytes: usize,
+}
 
 struct Position {
     segment_first_seq: u64,
@@ -146,6 +170,15 @@ pub struct Shipper {
     ack_partial: Vec<u8>,
     /// First seqs of this shard's segments, oldest first, for retention.
     segments: VecDeque<u64>,
+    /// Splice mode: the pipe (read end, write end, capacity), recreated on
+    /// every connection so no stale bytes from a dead one can leak.
+    pipe: Option<(OwnedFd, OwnedFd, usize)>,
+    splice: Option<SpliceUnit>,
+    /// Splice mode: (seq, append_ts_ns) of records sent, from the WAL's
+    /// durable feed, for append → acked.
+    latency_pending: VecDeque<(u64, u64)>,
+    /// An operation of a dead connection whose completion is still due.
+    stale_ops: usize,
     stats: ShipStats,
 }
 
@@ -156,7 +189,7 @@ impl Shipper {
         shard: u32,
         token_base: u64,
     ) -> Result<Shipper, ShipError> {
-        if config.send_mode != SendMode::Copy {
+        if config.send_mode == SendMode::Zc {
             return Err(ShipError::ModeNotBuilt(config.send_mode));
         }
         protocol::validate_source(&config.source).expect("the CLI validates --source");
@@ -174,8 +207,17 @@ impl Shipper {
             })
             .collect();
         segments.sort_unstable();
+        let splice_mode = config.send_mode == SendMode::Splice;
         Ok(Shipper {
             segments: segments.into(),
+            pipe: None,
+            splice: None,
+            latency_pending: VecDeque::with_capacity(if splice_mode {
+                SEND_INFLIGHT_RECORDS_MAX
+            } else {
+                0
+            }),
+            stale_ops: 0,
             config,
             shard,
             dir: shard_dir(dir, shard),
@@ -200,6 +242,8 @@ impl Shipper {
                 acked_records: 0,
                 connects: 0,
                 disconnects: 0,
+                copy_bytes: 0,
+                splice_bytes: 0,
                 segments_deleted: 0,
                 append_to_acked_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
                     .expect("static histogram bounds"),
@@ -250,7 +294,17 @@ impl Shipper {
 
     /// Connects if due, then sends whatever is durable and not yet sent, and
     /// keeps a read for acks posted. Called every loop iteration.
-    pub fn pump(&mut self, ring: &mut Ring, wal: &WalWriter) -> Result<(), ShipError> {
+    pub fn pump(&mut self, ring: &mut Ring, wal: &mut WalWriter) -> Result<(), ShipError> {
+        if self.config.send_mode == SendMode::Splice {
+            let pending = &mut self.latency_pending;
+            wal.drain_durable_feed(|seq, ts| {
+                if pending.len() == pending.capacity() {
+                    pending.pop_front();
+                }
+                pending.push_back((seq, ts));
+            });
+        }
+        let wal: &WalWriter = wal;
         if self
             .segments
             .back()
@@ -273,8 +327,137 @@ impl Shipper {
                 self.recv_buf = Some(buf);
             }
         }
-        if self.send_progress.is_none() && self.send_buf.is_some() {
-            self.send_next_chunk(ring, wal)?;
+        let idle = self.send_progress.is_none()
+            && self.send_buf.is_some()
+            && self.splice.is_none()
+            && self.stale_ops == 0;
+        if idle {
+            let in_current = self
+                .position
+                .as_ref()
+                .is_some_and(|p| p.segment_first_seq == wal.segment_first_seq());
+            if self.config.send_mode == SendMode::Splice && in_current {
+                self.start_splice(ring, wal);
+            } else {
+                self.send_next_chunk(ring, wal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Splices the durable, unsent part of the current segment.
+    fn start_splice(&mut self, ring: &mut Ring, wal: &WalWriter) {
+        if self.inflight_bytes >= SEND_INFLIGHT_BYTES_MAX
+            || self.inflight.len() == SEND_INFLIGHT_RECORDS_MAX
+            || self.send_seq > wal.durable_seq()
+        {
+            return;
+        }
+        let position = self
+            .position
+            .as_ref()
+            .expect("connected implies positioned");
+        let end = wal.durable_offset_bytes();
+        if end <= position.offset_bytes {
+            return;
+        }
+        // The range ends exactly at the durable watermark, so its last record
+        // is the durable seq: acks map back to it without reading a header.
+        // It counts as sent from now on, as a copy chunk does once read, so
+        // that an ack racing the splice's own completion is in range. One
+        // window entry covers it all; latency comes from the durable feed.
+        let end_seq = wal.durable_seq();
+        let bytes = end - position.offset_bytes;
+        tracing::trace!(
+            segment = position.segment_first_seq,
+            from = position.offset_bytes,
+            to = end,
+            first_seq = self.send_seq,
+            end_seq,
+            "splice"
+        );
+        self.inflight.push_back((end_seq, 0, bytes as u32));
+        self.inflight_bytes += bytes;
+        self.stats.sent_records += end_seq + 1 - self.send_seq;
+        self.send_seq = end_seq + 1;
+        self.splice = Some(SpliceUnit {
+            next_bytes: position.offset_bytes,
+            end_bytes: end,
+            in_pipe_bytes: 0,
+        });
+        self.splice_into_pipe(ring);
+    }
+
+    fn splice_into_pipe(&mut self, ring: &mut Ring) {
+        let unit = self.splice.as_ref().expect("a unit in progress");
+        let (_, pipe_write, capacity) = self.pipe.as_ref().expect("splice mode has a pipe");
+        let len = (unit.end_bytes - unit.next_bytes).min(*capacity as u64) as u32;
+        let file = &self.position.as_ref().expect("positioned").file;
+        ring.splice(
+            file,
+            unit.next_bytes as i64,
+            pipe_write,
+            -1,
+            len,
+            self.token(KIND_SPLICE_IN),
+        )
+        .expect("ring slots cover the shipper");
+    }
+
+    fn splice_out_of_pipe(&mut self, ring: &mut Ring) {
+        let unit = self.splice.as_ref().expect("a unit in progress");
+        let (pipe_read, _, _) = self.pipe.as_ref().expect("splice mode has a pipe");
+        let stream = self.stream.as_ref().expect("connected");
+        ring.splice(
+            pipe_read,
+            -1,
+            stream,
+            -1,
+            unit.in_pipe_bytes as u32,
+            self.token(KIND_SPLICE_OUT),
+        )
+        .expect("ring slots cover the shipper");
+    }
+
+    fn on_splice(&mut self, ring: &mut Ring, kind: u64, result: i32) -> Result<(), ShipError> {
+        if result <= 0 {
+            let why = if result == 0 {
+                "splice moved nothing".to_string()
+            } else {
+                io::Error::from_raw_os_error(-result).to_string()
+            };
+            if kind == KIND_SPLICE_IN && result < 0 && result != -libc::EPIPE {
+                let path = self
+                    .position
+                    .as_ref()
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default();
+                return Err(ShipError::Read {
+                    path,
+                    source: io::Error::from_raw_os_error(-result),
+                });
+            }
+            self.splice = None;
+            self.disconnect(&why);
+            return Ok(());
+        }
+        let n = result as usize;
+        let unit = self.splice.as_mut().expect("a unit in progress");
+        if kind == KIND_SPLICE_IN {
+            unit.next_bytes += n as u64;
+            unit.in_pipe_bytes = n;
+        } else {
+            unit.in_pipe_bytes -= n;
+            self.stats.splice_bytes += n as u64;
+            self.stats.sent_bytes += n as u64;
+        }
+        if unit.in_pipe_bytes > 0 {
+            self.splice_out_of_pipe(ring);
+        } else if unit.next_bytes < unit.end_bytes {
+            self.splice_into_pipe(ring);
+        } else {
+            let unit = self.splice.take().expect("checked");
+            self.position.as_mut().expect("positioned").offset_bytes = unit.end_bytes;
         }
         Ok(())
     }
@@ -303,6 +486,10 @@ impl Shipper {
             self.stats.disconnects += 1;
         }
         self.generation += 1;
+        if self.splice.take().is_some() {
+            // Its splice still completes, as a stale operation.
+            self.stale_ops += 1;
+        }
         self.position = None;
         self.inflight.clear();
         self.inflight_bytes = 0;
@@ -358,6 +545,14 @@ impl Shipper {
                 peer_seq,
                 durable_seq: wal.durable_seq(),
             });
+        }
+        if self.config.send_mode == SendMode::Splice && self.stale_ops == 0 {
+            self.pipe = Some(crate::io::splice_pipe(SEND_CHUNK_BYTES).map_err(ShipError::Pipe)?);
+        } else if self.config.send_mode == SendMode::Splice {
+            // A dead connection's splice is still due; connect once it is in.
+            drop(stream);
+            self.schedule_retry();
+            return Ok(());
         }
         self.position = Some(self.locate(peer_seq + 1, wal)?);
         self.send_seq = peer_seq + 1;
@@ -497,10 +692,13 @@ impl Shipper {
                 // read here. The receiver verifies every crc again.
                 let rest = &buf[used..n];
                 let Some((seq, ts, len)) = frame::header_unverified(rest) else {
-                    if rest.len() >= RECORD_HEADER_BYTES
-                        && rest[..RECORD_HEADER_BYTES] == [0; RECORD_HEADER_BYTES]
+                    let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+                    // Preallocated space, or the last few bytes of a full
+                    // segment (fewer than a header): the end of its data.
+                    let at_file_end = position.offset_bytes + n as u64 >= end;
+                    if (rest.len() >= RECORD_HEADER_BYTES && zeros(&rest[..RECORD_HEADER_BYTES]))
+                        || (at_file_end && zeros(rest))
                     {
-                        // Preallocated space: the end of this segment's data.
                         end_of_data = true;
                     } else if rest.len() >= 8
                         && u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize
@@ -536,6 +734,7 @@ impl Shipper {
                     return Ok(());
                 }
                 // The end of a sealed segment: the next one starts at send_seq.
+                tracing::trace!(next = self.send_seq, "end of a sealed segment");
                 let path = self.dir.join(segment_file_name(self.send_seq));
                 let file = File::open(&path).map_err(|source| ShipError::Read {
                     path: path.clone(),
@@ -553,6 +752,7 @@ impl Shipper {
             self.position.as_mut().expect("positioned").offset_bytes += used as u64;
             self.inflight_bytes += used as u64;
             self.stats.sent_bytes += used as u64;
+            self.stats.copy_bytes += used as u64;
             self.send_progress = Some((used, 0));
             let stream = self.stream.as_ref().expect("connected");
             if let Err((_, buf)) = ring.send(stream, buf, 0, self.token(KIND_SEND)) {
@@ -569,6 +769,13 @@ impl Shipper {
     pub fn on_completion(&mut self, ring: &mut Ring, c: Completion) -> Result<(), ShipError> {
         let kind = c.token & 0xff;
         let current = c.token >> GENERATION_SHIFT == self.generation && self.stream.is_some();
+        if kind == KIND_SPLICE_IN || kind == KIND_SPLICE_OUT {
+            if !current {
+                self.stale_ops -= 1;
+                return Ok(());
+            }
+            return self.on_splice(ring, kind, c.result);
+        }
         let buf = c.buf.expect("send and recv hand their buffer back");
         match kind {
             KIND_SEND => {
@@ -648,6 +855,20 @@ impl Shipper {
             }
             self.inflight.pop_front();
             self.inflight_bytes -= len as u64;
+            // In splice mode every record's latency comes from the durable
+            // feed instead, so records sent by copy are not counted twice.
+            if ts != 0 && self.config.send_mode != SendMode::Splice {
+                self.stats.acked_records += 1;
+                self.stats
+                    .append_to_acked_ns
+                    .saturating_record(now_ns.saturating_sub(ts).max(1));
+            }
+        }
+        while let Some(&(seq, ts)) = self.latency_pending.front() {
+            if seq > acked {
+                break;
+            }
+            self.latency_pending.pop_front();
             self.stats.acked_records += 1;
             self.stats
                 .append_to_acked_ns

@@ -218,12 +218,22 @@ fn last_record_of_a_burst_is_acked_with_the_one_before_it() {
 }
 
 #[test]
-fn receiver_killed_mid_stream_and_restarted_loses_and_duplicates_nothing() {
+fn receiver_killed_mid_stream_and_restarted_splice() {
+    receiver_killed_mid_stream_and_restarted("splice");
+}
+
+#[test]
+fn receiver_killed_mid_stream_and_restarted_copy() {
+    receiver_killed_mid_stream_and_restarted("copy");
+}
+
+/// Loses and duplicates nothing, whichever way the bytes travel.
+fn receiver_killed_mid_stream_and_restarted(send_mode: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let recv_dir = tmp.path().join("recv");
     let recv = RecvProc::start(&recv_dir, "127.0.0.1:0", "fsync");
     let addr = recv.addr.clone();
-    let mut ship = ShipProc::start(&tmp.path().join("wal"), &addr, &[]);
+    let mut ship = ShipProc::start(&tmp.path().join("wal"), &addr, &["--send-mode", send_mode]);
     const N: u64 = 300_000;
     let mut next = 1u64;
     let mut feed = |ship: &mut ShipProc, count: u64| {
@@ -244,6 +254,12 @@ fn receiver_killed_mid_stream_and_restarted_loses_and_duplicates_nothing() {
     let total = next - 1;
     assert_eq!(json["acked_seq"], total);
     assert!(json["connects"].as_u64().unwrap() >= 2, "{json}");
+    let by_mode = if send_mode == "copy" {
+        "copy_bytes"
+    } else {
+        "splice_bytes"
+    };
+    assert!(json[by_mode].as_u64().unwrap() > 0, "{json}");
     recv.stop();
     let got = dump_lines(&recv_dir.join("src1"));
     assert_eq!(got.len() as u64, total);
@@ -397,4 +413,89 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
     let err = stderr(&out);
     assert!(err.contains("the peer asks for seq 1"), "{err}");
     assert!(err.contains("retention deleted"), "{err}");
+}
+
+/// A sealed segment whose data ends fewer than a record header's bytes
+/// before the end of the file: the shipper must still see the end of its
+/// data and move on to the next segment (a stall here was found by the
+/// exactly-once test).
+#[test]
+fn a_segment_filled_to_within_a_header_of_its_end_is_crossed() {
+    use ringship::constants::{SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES};
+    use ringship::frame;
+    use ringship::wal::segment::{SegmentHeader, create_segment, shard_dir};
+    use std::os::unix::fs::FileExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    let sdir = shard_dir(&wal, 0);
+    std::fs::create_dir_all(&sdir).unwrap();
+    let data_bytes = SEGMENT_SIZE_BYTES as usize - SEGMENT_HEADER_BYTES - 10;
+    let mut buf = Vec::with_capacity(data_bytes);
+    let mut seq = 1u64;
+    while buf.len() < data_bytes {
+        let left = data_bytes - buf.len();
+        let payload = if left >= 2 * 65_560 {
+            65_536
+        } else {
+            left - 24
+        };
+        frame::encode_into(&mut buf, seq, 1, &vec![b'a' + (seq % 26) as u8; payload]);
+        seq += 1;
+    }
+    assert_eq!(buf.len(), data_bytes);
+    let first = create_segment(
+        &sdir,
+        SegmentHeader {
+            shard: 0,
+            first_seq: 1,
+        },
+    )
+    .unwrap();
+    first
+        .write_all_at(&buf, SEGMENT_HEADER_BYTES as u64)
+        .unwrap();
+    let mut second = Vec::with_capacity(1 << 16);
+    for s in seq..seq + 10 {
+        frame::encode_into(&mut second, s, 1, &line(s));
+    }
+    let next = create_segment(
+        &sdir,
+        SegmentHeader {
+            shard: 0,
+            first_seq: seq,
+        },
+    )
+    .unwrap();
+    next.write_all_at(&second, SEGMENT_HEADER_BYTES as u64)
+        .unwrap();
+    let last = seq + 9;
+
+    for mode in ["copy", "splice"] {
+        let recv = RecvProc::start(
+            &tmp.path().join(format!("recv-{mode}")),
+            "127.0.0.1:0",
+            "none",
+        );
+        let out = run(&[
+            "ship",
+            "--dir",
+            wal.to_str().unwrap(),
+            "--peer",
+            &recv.addr,
+            "--source",
+            "src1",
+            "--input",
+            "/dev/null",
+            "--ack-timeout",
+            "20",
+            "--send-mode",
+            mode,
+            "--json",
+        ]);
+        recv.stop();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["acked_seq"], last, "{mode}");
+    }
 }

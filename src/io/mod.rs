@@ -110,7 +110,8 @@ pub struct Ring {
 }
 
 /// The opcodes every core needs, probed at start-up.
-const OPCODES_REQUIRED: [(u8, &str); 5] = [
+const OPCODES_REQUIRED: [(u8, &str); 6] = [
+    (opcode::Splice::CODE, "SPLICE"),
     (opcode::Write::CODE, "WRITE"),
     (opcode::Fsync::CODE, "FSYNC"),
     (opcode::Read::CODE, "READ"),
@@ -337,6 +338,36 @@ impl Ring {
         Ok(())
     }
 
+    /// Pushes `splice(fd_in, off_in, fd_out, off_out, len)`; an offset of -1
+    /// means "the fd's own position", as it must be for pipes and sockets
+    /// (io_uring_prep_splice(3)). No buffer: the pages move through the pipe.
+    pub fn splice(
+        &mut self,
+        fd_in: &impl AsRawFd,
+        off_in: i64,
+        fd_out: &impl AsRawFd,
+        off_out: i64,
+        len: u32,
+        token: u64,
+    ) -> Result<(), QueueFull> {
+        if self.free.is_empty() || self.sq_space() == 0 {
+            return Err(QueueFull);
+        }
+        let slot = self.take_slot(token, None);
+        let entry = opcode::Splice::new(
+            types::Fd(fd_in.as_raw_fd()),
+            off_in,
+            types::Fd(fd_out.as_raw_fd()),
+            off_out,
+            len,
+        )
+        .flags(libc::SPLICE_F_MOVE)
+        .build()
+        .user_data(slot as u64);
+        self.push(&entry);
+        Ok(())
+    }
+
     /// Like [`Ring::submit_and_wait`], but returns after `timeout` even with
     /// no completion (io_uring_enter(2) with IORING_ENTER_EXT_ARG). Only the
     /// reconnect backoff and the ack deadline use this; shipping never waits
@@ -463,3 +494,20 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// The raw fd type, re-exported for callers that store fds.
 pub type Fd = RawFd;
+
+/// A pipe for splicing, resized to `capacity_bytes` where the kernel allows
+/// (F_SETPIPE_SZ; an unprivileged user is capped by
+/// /proc/sys/fs/pipe-max-size). Returns (read end, write end, capacity).
+pub fn splice_pipe(
+    capacity_bytes: usize,
+) -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd, usize)> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let size = nix::fcntl::fcntl(
+        &write,
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(capacity_bytes as libc::c_int),
+    )
+    .or_else(|_| nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ))
+    .map_err(io::Error::from)?;
+    Ok((read, write, size as usize))
+}

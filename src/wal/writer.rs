@@ -129,6 +129,11 @@ pub struct WalWriter {
     order: VecDeque<usize>,
     durable_seq: u64,
     rotate_pending: bool,
+    /// (seq, append_ts_ns) of records as they become durable, for a
+    /// consumer that does not read the records itself (the splice shipper
+    /// measuring append → acked). Bounded; the oldest are dropped if the
+    /// consumer falls behind.
+    durable_feed: Option<VecDeque<(u64, u64)>>,
     stats: WalStats,
 }
 
@@ -249,6 +254,7 @@ impl WalWriter {
             order: VecDeque::with_capacity(COMMIT_CHAINS_MAX),
             durable_seq: scan.next_seq - 1,
             rotate_pending: false,
+            durable_feed: None,
             stats,
         };
         Ok((writer, scan))
@@ -291,6 +297,21 @@ impl WalWriter {
 
     pub fn stats(&self) -> &WalStats {
         &self.stats
+    }
+
+    /// Starts recording (seq, append_ts_ns) of each record as it becomes
+    /// durable, keeping at most `capacity` (allocated here, once).
+    pub fn enable_durable_feed(&mut self, capacity: usize) {
+        self.durable_feed = Some(VecDeque::with_capacity(capacity));
+    }
+
+    /// Takes the records that became durable since the last call.
+    pub fn drain_durable_feed(&mut self, mut f: impl FnMut(u64, u64)) {
+        if let Some(feed) = self.durable_feed.as_mut() {
+            for (seq, ts) in feed.drain(..) {
+                f(seq, ts);
+            }
+        }
     }
 
     /// Consumes an idle writer, returning its statistics.
@@ -542,6 +563,12 @@ impl WalWriter {
                 self.stats
                     .append_to_durable_ns
                     .saturating_record(now_ns.saturating_sub(ts).max(1));
+                if let Some(feed) = self.durable_feed.as_mut() {
+                    if feed.len() == feed.capacity() {
+                        feed.pop_front();
+                    }
+                    feed.push_back((seq, ts));
+                }
                 at += used;
             }
             self.durable_seq = chain.last_seq;
