@@ -14,8 +14,9 @@
 //!          fdatasync on the core's ring; ≥2 chains in flight; segments
 //!          preallocated, named by first seq, recovered by scanning
 //!   ▼      the durable watermark advances → core::DurableListener, same loop turn
-//! ship     in that same turn: pread [shipped, durable) and io_uring SEND it;
-//!          acks arrive on an io_uring RECV that is always posted
+//! ship     in that same turn, [shipped, durable): io_uring SPLICE page cache →
+//!          pipe → socket (default), or pread + io_uring SEND (copy); acks
+//!          arrive on an io_uring RECV that is always posted
 //!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
 //! receive  verify (length bound, crc32c, seq continuity), append the bytes
 //!          unchanged through the same core loop, ack after fdatasync

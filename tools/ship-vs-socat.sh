@@ -25,21 +25,21 @@ B=$PWD/target/release/ringship
 now() { date +%s.%N; }
 cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }   # utime+stime, s (USER_HZ=100)
 
-ringship_run() {  # file durability -> prints "seconds cpu_seconds"
-  local f=$1 d=$2
+ringship_run() {  # file durability send_mode -> prints "seconds shipper_cpu_s receiver_cpu_s"
+  local f=$1 d=$2 m=$3
   rm -rf "$S/recv" "$S/wal"; sync   # every run starts with no dirty pages (see README)
   "$B" receive --listen 127.0.0.1:$PORT --dir "$S/recv" --durability "$d" > "$S/recv.log" 2>&1 &
   local rp=$!
   for _ in $(seq 50); do grep -q listening "$S/recv.log" 2>/dev/null && break; sleep 0.05; done
   local t0; t0=$(now)
-  "$B" ship --dir "$S/wal" --peer 127.0.0.1:$PORT --source bench --input "$S/$f" --durability "$d" --json > "$S/ship.json" &
+  "$B" ship --dir "$S/wal" --peer 127.0.0.1:$PORT --source bench --input "$S/$f" --durability "$d" --send-mode "$m" --json > "$S/ship.json" &
   local sp=$! scpu=0
   while kill -0 $sp 2>/dev/null; do scpu=$(cpu_of $sp); sleep 0.05; done
   wait $sp
   local t1; t1=$(now)
   local rcpu; rcpu=$(cpu_of $rp)
   kill -TERM $rp; wait $rp || true
-  echo "$(echo "$t1 - $t0" | bc) $(echo "$scpu + $rcpu" | bc)"
+  echo "$(echo "$t1 - $t0" | bc) $scpu $rcpu"
 }
 
 socat_run() {  # file -> prints seconds
@@ -55,18 +55,22 @@ socat_run() {  # file -> prints seconds
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf "| lines | mode | ringship s (median of %s) | lines/s | MB/s | CPU s (both sides) | socat s | ringship / socat bytes/s |\n" "$REPS"
-printf "|---|---|---|---|---|---|---|---|\n"
+printf "| lines | durability | send mode | ringship s (median of %s) | lines/s | MB/s | CPU s per GB, shipper / receiver | socat s | ringship / socat bytes/s |\n" "$REPS"
+printf "|---|---|---|---|---|---|---|---|---|\n"
 for f in l100.txt l4k.txt; do
   bytes=$(stat -c %s "$S/$f"); lines=$(wc -l < "$S/$f")
-  for d in none fsync; do
-    : > "$S/r.txt"; : > "$S/c.txt"; : > "$S/s.txt"
+  for dm in "none splice" "none copy" "fsync splice"; do
+    set -- $dm; d=$1; m=$2
+    : > "$S/r.txt"; : > "$S/c.txt"; : > "$S/rc.txt"; : > "$S/s.txt"
     for _ in $(seq "$REPS"); do
-      read -r secs cpu < <(ringship_run "$f" "$d"); echo "$secs" >> "$S/r.txt"; echo "$cpu" >> "$S/c.txt"
+      read -r secs scpu rcpu < <(ringship_run "$f" "$d" "$m")
+      echo "$secs" >> "$S/r.txt"; echo "$scpu" >> "$S/c.txt"; echo "$rcpu" >> "$S/rc.txt"
       socat_run "$f" >> "$S/s.txt"
     done
-    r=$(median < "$S/r.txt"); c=$(median < "$S/c.txt"); s=$(median < "$S/s.txt")
-    printf "| %s | %s | %.2f | %.2f M | %.0f | %.2f | %.2f | %.2f |\n" "$f" "$d" "$r" "$(echo "$lines/$r/1000000" | bc -l)" \
-      "$(echo "$bytes/$r/1000000" | bc -l)" "$c" "$s" "$(echo "$s/$r" | bc -l)"
+    r=$(median < "$S/r.txt"); c=$(median < "$S/c.txt"); rc=$(median < "$S/rc.txt"); s=$(median < "$S/s.txt")
+    gb=$(echo "$bytes/1000000000" | bc -l)
+    printf "| %s | %s | %s | %.2f | %.2f M | %.0f | %.2f / %.2f | %.2f | %.2f |\n" "$f" "$d" "$m" "$r" \
+      "$(echo "$lines/$r/1000000" | bc -l)" "$(echo "$bytes/$r/1000000" | bc -l)" \
+      "$(echo "$c/$gb" | bc -l)" "$(echo "$rc/$gb" | bc -l)" "$s" "$(echo "$s/$r" | bc -l)"
   done
 done
