@@ -142,6 +142,20 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// How long the shipper waits for a TCP connect.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 
+/// TCP keepalive on every shipping connection: a peer that vanished without a
+/// FIN or RST (a dead host, a partition) is noticed after idle + interval ×
+/// count = 25 s instead of never, so its (source, shard) does not stay busy.
+pub const TCP_KEEPALIVE_IDLE_S: u32 = 10;
+pub const TCP_KEEPALIVE_INTERVAL_S: u32 = 5;
+pub const TCP_KEEPALIVE_COUNT: u32 = 3;
+
+/// How often a connection taking over a (source, shard) checks whether the
+/// older connection has finished (it waits at most HANDSHAKE_TIMEOUT_MS).
+pub const TAKEOVER_POLL_MS: u64 = 20;
+
+/// Pause after a failed accept(2), so that EMFILE does not spin.
+pub const ACCEPT_BACKOFF_MS: u64 = 50;
+
 /// Reconnect backoff: doubles from the minimum to the cap, with jitter.
 pub const RECONNECT_BACKOFF_MIN_MS: u64 = 20;
 pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;

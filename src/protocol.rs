@@ -183,6 +183,18 @@ pub fn decode_welcome(b: &[u8; WELCOME_BYTES]) -> Result<u64, ProtocolError> {
     }
 }
 
+/// Turns on TCP keepalive with ringship's timings (see the constants), so a
+/// peer that vanished silently is noticed. Best effort: a failure only loses
+/// the early notice.
+pub fn set_keepalive(stream: &std::net::TcpStream) {
+    use crate::constants::{TCP_KEEPALIVE_COUNT, TCP_KEEPALIVE_IDLE_S, TCP_KEEPALIVE_INTERVAL_S};
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &TCP_KEEPALIVE_IDLE_S);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &TCP_KEEPALIVE_INTERVAL_S);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &TCP_KEEPALIVE_COUNT);
+}
+
 pub fn encode_ack(durable_seq: u64) -> [u8; ACK_BYTES] {
     let mut b = [0u8; ACK_BYTES];
     b[0..4].copy_from_slice(&ACK_MAGIC);

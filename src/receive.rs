@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use crate::constants::{
-    HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
-    RECV_BUFFER_BYTES,
+    ACCEPT_BACKOFF_MS, HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECORD_HEADER_BYTES,
+    RECORD_PAYLOAD_BYTES_MAX, RECV_BUFFER_BYTES, TAKEOVER_POLL_MS,
 };
 use crate::core::{self, CoreConfig, DurableListener};
 use crate::frame;
@@ -130,7 +130,9 @@ impl Receiver {
                 Err(_) if self.shared.stop.load(Ordering::SeqCst) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // EMFILE and the like: back off rather than spin.
                     tracing::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS));
                     continue;
                 }
             };
@@ -149,11 +151,14 @@ impl Receiver {
                 .fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
             let config = self.config.clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("ringship-recv-{peer}"))
-                    .spawn(move || serve(stream, peer, &config, &shared))?,
-            );
+            match std::thread::Builder::new()
+                .name(format!("ringship-recv-{peer}"))
+                .spawn(move || serve(stream, peer, &config, &shared))
+            {
+                Ok(handle) => handles.push(handle),
+                // The connection is dropped; the others go on being served.
+                Err(e) => tracing::warn!(%peer, "cannot start a thread for the connection: {e}"),
+            }
         }
         for h in handles {
             let _ = h.join();
@@ -199,6 +204,7 @@ impl DurableListener for AckWriter {
 
 fn serve(mut stream: TcpStream, peer: SocketAddr, config: &ReceiverConfig, shared: &Shared) {
     let _ = stream.set_nodelay(true);
+    protocol::set_keepalive(&stream);
     let mut hello = [0u8; HELLO_BYTES];
     let _ = stream.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
     if let Err(e) = stream.read_exact(&mut hello) {
@@ -214,16 +220,41 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, config: &ReceiverConfig, share
         }
     };
     let key = (hello.source.clone(), hello.shard);
-    {
+    // A new connection for a (source, shard) that is still being served takes
+    // over: the old one is most likely dead without having said so (its
+    // shipper restarted, or a partition). Its read side is shut down, it
+    // persists and acks what it verified, and it unregisters.
+    let mut waited_ms = 0;
+    loop {
         let mut active = shared.active.lock().expect("not poisoned");
-        if shared.stop.load(Ordering::SeqCst) || active.serving.contains_key(&key) {
-            drop(active);
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match active.serving.get(&key) {
+            None => {
+                active.serving.insert(key.clone(), stream.try_clone().ok());
+                break;
+            }
+            Some(old) => {
+                if waited_ms == 0 {
+                    tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                        "a new connection takes over this source and shard from an older one");
+                    if let Some(old) = old {
+                        let _ = old.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+        }
+        drop(active);
+        if waited_ms >= HANDSHAKE_TIMEOUT_MS {
             tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
-                "closing connection: another connection already serves this source and shard");
+                "closing connection: the older connection for this source and shard did not finish");
             let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
             return;
         }
-        active.serving.insert(key.clone(), stream.try_clone().ok());
+        // Waiting here is part of the handshake, never of the data path.
+        std::thread::sleep(Duration::from_millis(TAKEOVER_POLL_MS));
+        waited_ms += TAKEOVER_POLL_MS;
     }
     // Unregisters even if serving panics, so the source can reconnect.
     struct Registration<'a> {
@@ -262,8 +293,13 @@ fn serve_source(
 ) -> Result<(), ServeError> {
     let (sender, receiver) = inbox::inbox()?;
     let (ready_tx, ready_rx) = mpsc::channel();
+    let ack_stream = stream.try_clone()?;
+    // A peer that stops reading must not block the core (and shutdown) on a
+    // full send buffer: an ack that cannot be written in time is dropped,
+    // and the shipper resumes by seq.
+    ack_stream.set_write_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)))?;
     let mut acks = AckWriter {
-        stream: stream.try_clone()?,
+        stream: ack_stream,
         ready: Some(ready_tx),
     };
     let core_config = CoreConfig {

@@ -138,6 +138,14 @@ struct SpliceUnit {
     in_pipe_bytes: usize,
 }
 
+/// What a dead connection leaves open until its operations complete.
+#[allow(dead_code)] // held only for the fds it keeps open
+struct Held {
+    stream: TcpStream,
+    position: Option<Position>,
+    pipe: Option<(OwnedFd, OwnedFd, usize)>,
+}
+
 struct Position {
     segment_first_seq: u64,
     file: File,
@@ -177,8 +185,13 @@ pub struct Shipper {
     /// Splice mode: (seq, append_ts_ns) of records sent, from the WAL's
     /// durable feed, for append → acked.
     latency_pending: VecDeque<(u64, u64)>,
-    /// An operation of a dead connection whose completion is still due.
+    /// Splices of a dead connection whose completion is still due.
     stale_ops: usize,
+    /// A dead connection's socket, segment file and pipe, kept open (though
+    /// shut down) until every operation that names their fds has completed:
+    /// SPLICE looks its fds up when it runs, so closing them earlier could
+    /// let a reused fd number (a new segment, another socket) receive bytes.
+    held: Option<Held>,
     stats: ShipStats,
 }
 
@@ -218,6 +231,7 @@ impl Shipper {
                 0
             }),
             stale_ops: 0,
+            held: None,
             config,
             shard,
             dir: shard_dir(dir, shard),
@@ -481,8 +495,14 @@ impl Shipper {
         if let Some(stream) = self.stream.take() {
             tracing::warn!(peer = %self.config.peer, shard = self.shard, "connection lost: {why}");
             // Shutting down completes the reads and sends still in flight on
-            // the ring; their buffers come back as stale completions.
+            // the ring; their buffers come back as stale completions. The fds
+            // stay open until they have (see `held`).
             let _ = stream.shutdown(Shutdown::Both);
+            self.held = Some(Held {
+                stream,
+                position: self.position.take(),
+                pipe: self.pipe.take(),
+            });
             self.stats.disconnects += 1;
         }
         self.generation += 1;
@@ -502,6 +522,15 @@ impl Shipper {
     /// durable seq. Transient failures schedule a retry; only a gap or a
     /// diverged peer is an error.
     fn connect(&mut self, wal: &WalWriter) -> Result<(), ShipError> {
+        let ops_in_flight =
+            self.stale_ops > 0 || self.send_buf.is_none() || self.recv_buf.is_none();
+        if ops_in_flight {
+            // The dead connection's operations complete first; its fds are
+            // released after them, and only then is a new one opened.
+            self.schedule_retry();
+            return Ok(());
+        }
+        self.held = None;
         let attempt = || -> Result<(TcpStream, u64), String> {
             let mut stream = TcpStream::connect_timeout(
                 &self.config.peer,
@@ -516,6 +545,7 @@ impl Shipper {
                 .set_write_timeout(timeout)
                 .map_err(|e| e.to_string())?;
             let _ = stream.set_nodelay(true);
+            protocol::set_keepalive(&stream);
             let hello = Hello {
                 source: self.config.source.clone(),
                 shard: self.shard,
@@ -546,13 +576,8 @@ impl Shipper {
                 durable_seq: wal.durable_seq(),
             });
         }
-        if self.config.send_mode == SendMode::Splice && self.stale_ops == 0 {
+        if self.config.send_mode == SendMode::Splice {
             self.pipe = Some(crate::io::splice_pipe(SEND_CHUNK_BYTES).map_err(ShipError::Pipe)?);
-        } else if self.config.send_mode == SendMode::Splice {
-            // A dead connection's splice is still due; connect once it is in.
-            drop(stream);
-            self.schedule_retry();
-            return Ok(());
         }
         self.position = Some(self.locate(peer_seq + 1, wal)?);
         self.send_seq = peer_seq + 1;
