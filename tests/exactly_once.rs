@@ -8,52 +8,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Rng, bin, dump_lines, line, run, stdout};
+use common::{RecvProc, Rng, bin, child_stderr, dump_lines, line, run, stdout};
 
 const N: u64 = 1_000_000;
 const CHUNK: u64 = 5_000;
-
-/// Where the children's stderr goes: RINGSHIP_TEST_LOGS=DIR keeps it (with
-/// RINGSHIP_LOG=info for detail), otherwise it is discarded.
-fn child_stderr(name: &str) -> Stdio {
-    match std::env::var("RINGSHIP_TEST_LOGS") {
-        Ok(dir) => {
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = format!("{dir}/{name}-{}.log", ringship::frame::now_ns());
-            Stdio::from(std::fs::File::create(path).unwrap())
-        }
-        Err(_) => Stdio::null(),
-    }
-}
-
-fn start_receiver(dir: &std::path::Path, listen: &str) -> (Child, String) {
-    let mut child = Command::new(bin())
-        .args([
-            "receive",
-            "--listen",
-            listen,
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(child_stderr("receive"))
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .expect("listening line")
-        .to_string();
-    (child, addr)
-}
 
 fn start_shipper(wal: &std::path::Path, peer: &str) -> Child {
     Command::new(bin())
@@ -95,7 +57,8 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
     let tmp = tempfile::tempdir().unwrap();
     let recv_dir = tmp.path().join("recv");
     let wal = tmp.path().join("wal");
-    let (mut receiver, addr) = start_receiver(&recv_dir, "127.0.0.1:0");
+    let mut receiver = RecvProc::start(&recv_dir, "127.0.0.1:0", "fsync");
+    let addr = receiver.addr.clone();
     let mut shipper = start_shipper(&wal, &addr);
 
     // Six kills at distinct random chunks, three of each side, in random order.
@@ -128,10 +91,9 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
         if let Some(&(_, receiver_side)) = kills.iter().find(|k| k.0 == chunk_index) {
             std::thread::sleep(Duration::from_millis(rng.below(50)));
             if receiver_side {
-                receiver.kill().unwrap();
-                receiver.wait().unwrap();
+                receiver.kill9();
                 std::thread::sleep(Duration::from_millis(rng.below(200)));
-                receiver = start_receiver(&recv_dir, &addr).0;
+                receiver = RecvProc::start(&recv_dir, &addr, "fsync");
             } else {
                 shipper.kill().unwrap();
                 shipper.wait().unwrap();
@@ -148,12 +110,7 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
         status.success(),
         "the last shipper did not get everything acked"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(receiver.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(receiver.wait().unwrap().success());
+    receiver.stop();
 
     let got = dump_lines(&recv_dir.join("src"));
     assert_eq!(got.len() as u64, N, "records at the receiver");

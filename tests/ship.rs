@@ -9,58 +9,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bin, dump_lines, line, run, stderr};
-
-/// A `ringship receive` child process.
-struct RecvProc {
-    child: Child,
-    addr: String,
-}
-
-impl RecvProc {
-    fn start(dir: &std::path::Path, listen: &str, durability: &str) -> RecvProc {
-        let mut child = Command::new(bin())
-            .args([
-                "receive",
-                "--listen",
-                listen,
-                "--dir",
-                dir.to_str().unwrap(),
-            ])
-            .args(["--durability", durability])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_string();
-        RecvProc { child, addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        assert!(
-            self.child.wait().unwrap().success(),
-            "receiver exits 0 on SIGTERM"
-        );
-    }
-}
+use common::{RecvProc, bin, dump_lines, line, run, stderr};
 
 /// A `ringship ship --peer --report-acked` child; acks are timestamped as
 /// they are read.

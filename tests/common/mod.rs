@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use ringship::core::{self, CoreConfig, DurableListener};
 use ringship::inbox;
@@ -114,5 +115,69 @@ impl Rng {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// Where the children's stderr goes: RINGSHIP_TEST_LOGS=DIR keeps it (with
+/// RINGSHIP_LOG=info for detail), otherwise it is discarded.
+pub fn child_stderr(name: &str) -> Stdio {
+    match std::env::var("RINGSHIP_TEST_LOGS") {
+        Ok(dir) => {
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = format!("{dir}/{name}-{}.log", ringship::frame::now_ns());
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        Err(_) => Stdio::null(),
+    }
+}
+
+/// A `ringship receive` child process.
+pub struct RecvProc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl RecvProc {
+    pub fn start(dir: &std::path::Path, listen: &str, durability: &str) -> RecvProc {
+        let mut child = Command::new(bin())
+            .args([
+                "receive",
+                "--listen",
+                listen,
+                "--dir",
+                dir.to_str().unwrap(),
+            ])
+            .args(["--durability", durability])
+            .stdout(Stdio::piped())
+            .stderr(child_stderr("receive"))
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        RecvProc { child, addr }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(
+            self.child.wait().unwrap().success(),
+            "receiver exits 0 on SIGTERM"
+        );
     }
 }
