@@ -108,8 +108,8 @@ struct ShipArgs {
     #[arg(long, default_value_t = 30.0)]
     ack_timeout: f64,
     /// How bytes go from segment to socket: splice (page cache → pipe →
-    /// socket, no copy to user memory), copy (pread + send, the baseline).
-    /// zc is not built yet.
+    /// socket, no copy to user memory), zc (pread into a registered buffer,
+    /// SEND_ZC), copy (pread + send, the baseline).
     #[arg(long, value_enum, default_value_t = SendMode::Splice)]
     send_mode: SendMode,
     /// With --peer: keep N sealed segments that the peer has fully
@@ -384,6 +384,8 @@ struct ShipSummary {
     connects: Option<u64>,
     copy_bytes: Option<u64>,
     splice_bytes: Option<u64>,
+    zc_bytes: Option<u64>,
+    zc_copied_bytes: Option<u64>,
     append_to_acked: Option<LatencySummary>,
 }
 
@@ -485,6 +487,8 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         connects: report.ship.as_ref().map(|s| s.connects),
         copy_bytes: report.ship.as_ref().map(|s| s.copy_bytes),
         splice_bytes: report.ship.as_ref().map(|s| s.splice_bytes),
+        zc_bytes: report.ship.as_ref().map(|s| s.zc_bytes),
+        zc_copied_bytes: report.ship.as_ref().map(|s| s.zc_copied_bytes),
         append_to_acked: report
             .ship
             .as_ref()
@@ -526,11 +530,14 @@ fn print_ship_summary(s: &ShipSummary) {
     println!("  append → durable   {}", s.append_to_durable.human());
     if let (Some(peer), Some(acked)) = (&s.peer, s.acked_seq) {
         println!(
-            "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent ({} spliced, {} copied), {} connects",
+            "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent \
+             ({} spliced, {} sent zero-copy of which the kernel copied {}, {} copied), {} connects",
             s.source.as_deref().unwrap_or("?"),
             s.send_mode.unwrap_or(SendMode::Splice),
             s.sent_bytes.unwrap_or(0),
             s.splice_bytes.unwrap_or(0),
+            s.zc_bytes.unwrap_or(0),
+            s.zc_copied_bytes.unwrap_or(0),
             s.copy_bytes.unwrap_or(0),
             s.connects.unwrap_or(0)
         );

@@ -129,6 +129,7 @@ pub fn run(
                 &config.dir,
                 config.shard,
                 TOKEN_SHIP,
+                &mut ring,
             )?)
         }
         None => None,

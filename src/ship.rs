@@ -25,8 +25,9 @@
 //! Send modes: `copy` reads a chunk (pread) and sends it with io_uring SEND;
 //! `splice` moves the current segment's durable bytes page cache → pipe →
 //! socket with io_uring SPLICE, so they are never copied into user memory,
-//! and falls back to `copy` for sealed segments (a backlog). `zc` is not
-//! built yet.
+//! and falls back to `copy` for sealed segments (a backlog); `zc` reads into
+//! a registered buffer and sends it with SEND_ZC, counting the bytes the
+//! kernel reports it copied anyway.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -58,7 +59,9 @@ pub enum SendMode {
     /// io_uring SPLICE, segment (page cache) → pipe → socket, for the
     /// segment being written; sealed segments (a backlog) go by `copy`.
     Splice,
-    /// io_uring SEND_ZC from registered buffers (not built yet).
+    /// pread into a registered buffer, then io_uring SEND_ZC from it; the
+    /// buffer is the kernel's until the notification completion. Pays off
+    /// on a real NIC; loopback always copies (and reports it).
     Zc,
     /// pread into a buffer, then io_uring SEND: the baseline.
     Copy,
@@ -96,8 +99,8 @@ pub enum ShipError {
         offset_bytes: u64,
         reason: String,
     },
-    #[error("send mode {0:?} is not built yet; use --send-mode splice or copy")]
-    ModeNotBuilt(SendMode),
+    #[error("registering the zero-copy send buffer: {0}")]
+    Register(io::Error),
     #[error("creating the splice pipe: {0}")]
     Pipe(io::Error),
 }
@@ -112,6 +115,10 @@ pub struct ShipStats {
     /// Bytes sent by each path.
     pub copy_bytes: u64,
     pub splice_bytes: u64,
+    pub zc_bytes: u64,
+    /// Of `zc_bytes`, those the kernel reported it copied after all
+    /// (IORING_NOTIF_USAGE_ZC_COPIED; always all of them on loopback).
+    pub zc_copied_bytes: u64,
     pub segments_deleted: u64,
     /// append_ts → ack received, per record: the headline latency.
     pub append_to_acked_ns: Histogram<u64>,
@@ -121,6 +128,12 @@ const KIND_SEND: u64 = 1;
 const KIND_RECV: u64 = 2;
 const KIND_SPLICE_IN: u64 = 3;
 const KIND_SPLICE_OUT: u64 = 4;
+const KIND_SEND_ZC: u64 = 5;
+/// The ring's registered buffer that `zc` mode reads chunks into.
+const ZC_BUFFER: usize = 0;
+/// Zero-copy sends awaiting their notification: one chunk's send and its
+/// short-send resubmissions.
+const ZC_PENDING_MAX: usize = 64;
 /// Token layout: owner (bits 8..16, from the core) | kind (bits 0..8) |
 /// connection generation (bits 16..), so completions of a dead connection
 /// are recognised and only their buffers are taken back.
@@ -187,6 +200,11 @@ pub struct Shipper {
     latency_pending: VecDeque<(u64, u64)>,
     /// Splices of a dead connection whose completion is still due.
     stale_ops: usize,
+    /// Zero-copy sends whose last completion (the notification) is still
+    /// due: the registered buffer is the kernel's until then.
+    zc_ops: usize,
+    /// Bytes of each zero-copy send awaiting its notification, in order.
+    zc_pending: VecDeque<u32>,
     /// A dead connection's socket, segment file and pipe, kept open (though
     /// shut down) until every operation that names their fds has completed:
     /// SPLICE looks its fds up when it runs, so closing them earlier could
@@ -201,9 +219,11 @@ impl Shipper {
         dir: &Path,
         shard: u32,
         token_base: u64,
+        ring: &mut Ring,
     ) -> Result<Shipper, ShipError> {
         if config.send_mode == SendMode::Zc {
-            return Err(ShipError::ModeNotBuilt(config.send_mode));
+            ring.register_fixed_buffers(1, SEND_CHUNK_BYTES)
+                .map_err(ShipError::Register)?;
         }
         protocol::validate_source(&config.source).expect("the CLI validates --source");
         let sdir = shard_dir(dir, shard);
@@ -231,6 +251,8 @@ impl Shipper {
                 0
             }),
             stale_ops: 0,
+            zc_ops: 0,
+            zc_pending: VecDeque::with_capacity(ZC_PENDING_MAX),
             held: None,
             config,
             shard,
@@ -258,6 +280,8 @@ impl Shipper {
                 disconnects: 0,
                 copy_bytes: 0,
                 splice_bytes: 0,
+                zc_bytes: 0,
+                zc_copied_bytes: 0,
                 segments_deleted: 0,
                 append_to_acked_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
                     .expect("static histogram bounds"),
@@ -344,7 +368,8 @@ impl Shipper {
         let idle = self.send_progress.is_none()
             && self.send_buf.is_some()
             && self.splice.is_none()
-            && self.stale_ops == 0;
+            && self.stale_ops == 0
+            && self.zc_ops == 0;
         if idle {
             let in_current = self
                 .position
@@ -522,8 +547,11 @@ impl Shipper {
     /// durable seq. Transient failures schedule a retry; only a gap or a
     /// diverged peer is an error.
     fn connect(&mut self, wal: &WalWriter) -> Result<(), ShipError> {
-        let ops_in_flight =
-            self.stale_ops > 0 || self.send_buf.is_none() || self.recv_buf.is_none();
+        let ops_in_flight = self.stale_ops > 0
+            || self.zc_ops > 0
+            || self.send_progress.is_some()
+            || self.send_buf.is_none()
+            || self.recv_buf.is_none();
         if ops_in_flight {
             // The dead connection's operations complete first; its fds are
             // released after them, and only then is a new one opened.
@@ -680,8 +708,11 @@ impl Shipper {
         }
     }
 
-    /// Reads the next chunk of durable records and sends it.
+    /// Reads the next chunk of durable records and sends it: with io_uring
+    /// SEND from the shipper's buffer (`copy`, and `splice` for a backlog),
+    /// or with SEND_ZC from the ring's registered buffer (`zc`).
     fn send_next_chunk(&mut self, ring: &mut Ring, wal: &WalWriter) -> Result<(), ShipError> {
+        let zc = self.config.send_mode == SendMode::Zc;
         loop {
             let window_bytes = SEND_INFLIGHT_BYTES_MAX.saturating_sub(self.inflight_bytes);
             let window_records = SEND_INFLIGHT_RECORDS_MAX - self.inflight.len();
@@ -696,63 +727,24 @@ impl Shipper {
             let want = (end.saturating_sub(position.offset_bytes))
                 .min(SEND_CHUNK_BYTES as u64)
                 .min(window_bytes) as usize;
-            let mut buf = self.send_buf.take().expect("checked by pump");
-            buf.clear();
-            buf.resize(want, 0);
-            let n = position
-                .file
-                .read_at(&mut buf, position.offset_bytes)
-                .map_err(|source| ShipError::Read {
-                    path: position.path.clone(),
-                    source,
-                })?;
-            // Cut at the last whole record, and note each one for the acks.
-            let mut used = 0;
-            let mut end_of_data = n == 0;
-            while self.inflight.len() < SEND_INFLIGHT_RECORDS_MAX
-                && self.send_seq <= wal.durable_seq()
-            {
-                // Segments were crc-checked by recovery when the WAL opened,
-                // and the WAL wrote everything since: only the framing is
-                // read here. The receiver verifies every crc again.
-                let rest = &buf[used..n];
-                let Some((seq, ts, len)) = frame::header_unverified(rest) else {
-                    let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
-                    // Preallocated space, or the last few bytes of a full
-                    // segment (fewer than a header): the end of its data.
-                    let at_file_end = position.offset_bytes + n as u64 >= end;
-                    if (rest.len() >= RECORD_HEADER_BYTES && zeros(&rest[..RECORD_HEADER_BYTES]))
-                        || (at_file_end && zeros(rest))
-                    {
-                        end_of_data = true;
-                    } else if rest.len() >= 8
-                        && u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize
-                            > crate::constants::RECORD_PAYLOAD_BYTES_MAX
-                    {
-                        return Err(ShipError::Corrupt {
-                            path: position.path.clone(),
-                            offset_bytes: position.offset_bytes + used as u64,
-                            reason: "length field over the maximum".into(),
-                        });
-                    }
-                    // Otherwise the next record continues past what was
-                    // read: the chunk or the window ends here.
-                    break;
-                };
-                if seq != self.send_seq {
-                    return Err(ShipError::Corrupt {
-                        path: position.path.clone(),
-                        offset_bytes: position.offset_bytes + used as u64,
-                        reason: format!("seq {seq} where {} was due", self.send_seq),
-                    });
-                }
-                self.inflight.push_back((seq, ts, len as u32));
-                self.send_seq += 1;
-                self.stats.sent_records += 1;
-                used += len;
-            }
+            let mut copy_buf = if zc {
+                None
+            } else {
+                let mut buf = self.send_buf.take().expect("checked by pump");
+                buf.clear();
+                buf.resize(want, 0);
+                Some(buf)
+            };
+            let buf: &mut [u8] = match copy_buf.as_mut() {
+                Some(b) => b,
+                None => &mut ring.fixed_buf_mut(ZC_BUFFER).expect("checked by pump")[..want],
+            };
+            let (used, end_of_data) = self.frame_chunk(buf, end, wal)?;
             if used == 0 {
-                self.send_buf = Some(buf);
+                if let Some(b) = copy_buf {
+                    self.send_buf = Some(b);
+                }
+                let position = self.position.as_ref().expect("positioned");
                 if position.segment_first_seq == wal.segment_first_seq() || !end_of_data {
                     // Caught up with the durable tail, or the window cannot
                     // take the next record until acks free it.
@@ -773,27 +765,157 @@ impl Shipper {
                 });
                 continue;
             }
-            buf.truncate(used);
             self.position.as_mut().expect("positioned").offset_bytes += used as u64;
             self.inflight_bytes += used as u64;
             self.stats.sent_bytes += used as u64;
-            self.stats.copy_bytes += used as u64;
             self.send_progress = Some((used, 0));
             let stream = self.stream.as_ref().expect("connected");
-            if let Err((_, buf)) = ring.send(stream, buf, 0, self.token(KIND_SEND)) {
-                panic!(
-                    "ring full ({} bytes unsent): RING_SLOTS_MAX must cover the shipper",
-                    buf.len()
-                );
+            match copy_buf {
+                Some(mut buf) => {
+                    buf.truncate(used);
+                    self.stats.copy_bytes += used as u64;
+                    if ring.send(stream, buf, 0, self.token(KIND_SEND)).is_err() {
+                        panic!("ring full: RING_SLOTS_MAX must cover the shipper");
+                    }
+                }
+                None => {
+                    self.stats.zc_bytes += used as u64;
+                    ring.send_zc_fixed(stream, ZC_BUFFER, 0, used, self.token(KIND_SEND_ZC))
+                        .expect("ring slots cover the shipper");
+                    self.zc_ops += 1;
+                }
             }
             return Ok(());
         }
+    }
+
+    /// Reads `buf.len()` bytes at the read position into `buf` and walks the
+    /// records there, noting each for the acks. Returns the bytes of whole
+    /// records (the chunk to send) and whether the segment's data ended.
+    fn frame_chunk(
+        &mut self,
+        buf: &mut [u8],
+        end: u64,
+        wal: &WalWriter,
+    ) -> Result<(usize, bool), ShipError> {
+        let position = self
+            .position
+            .as_ref()
+            .expect("connected implies positioned");
+        let n = position
+            .file
+            .read_at(buf, position.offset_bytes)
+            .map_err(|source| ShipError::Read {
+                path: position.path.clone(),
+                source,
+            })?;
+        let mut used = 0;
+        let mut end_of_data = n == 0;
+        while self.inflight.len() < SEND_INFLIGHT_RECORDS_MAX && self.send_seq <= wal.durable_seq()
+        {
+            // Segments were crc-checked by recovery when the WAL opened, and
+            // the WAL wrote everything since: only the framing is read here.
+            // The receiver verifies every crc again.
+            let rest = &buf[used..n];
+            let Some((seq, ts, len)) = frame::header_unverified(rest) else {
+                let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+                // Preallocated space, or the last few bytes of a full segment
+                // (fewer than a header): the end of its data.
+                let at_file_end = position.offset_bytes + n as u64 >= end;
+                if (rest.len() >= RECORD_HEADER_BYTES && zeros(&rest[..RECORD_HEADER_BYTES]))
+                    || (at_file_end && zeros(rest))
+                {
+                    end_of_data = true;
+                } else if rest.len() >= 8
+                    && u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize
+                        > crate::constants::RECORD_PAYLOAD_BYTES_MAX
+                {
+                    return Err(ShipError::Corrupt {
+                        path: position.path.clone(),
+                        offset_bytes: position.offset_bytes + used as u64,
+                        reason: "length field over the maximum".into(),
+                    });
+                }
+                // Otherwise the next record continues past what was read:
+                // the chunk or the window ends here.
+                break;
+            };
+            if seq != self.send_seq {
+                return Err(ShipError::Corrupt {
+                    path: position.path.clone(),
+                    offset_bytes: position.offset_bytes + used as u64,
+                    reason: format!("seq {seq} where {} was due", self.send_seq),
+                });
+            }
+            self.inflight.push_back((seq, ts, len as u32));
+            self.send_seq += 1;
+            self.stats.sent_records += 1;
+            used += len;
+        }
+        Ok((used, end_of_data))
+    }
+
+    /// A zero-copy send's completions: first its result (`more` set when a
+    /// notification follows), then the notification, which frees the buffer
+    /// and says whether the kernel copied after all.
+    fn on_send_zc(
+        &mut self,
+        ring: &mut Ring,
+        c: &Completion,
+        current: bool,
+    ) -> Result<(), ShipError> {
+        if c.notif {
+            self.zc_ops -= 1;
+            let bytes = self.zc_pending.pop_front().unwrap_or(0);
+            if crate::io::zc_copied(c.result) {
+                self.stats.zc_copied_bytes += u64::from(bytes);
+            }
+            return Ok(());
+        }
+        if c.more {
+            if self.zc_pending.len() < ZC_PENDING_MAX {
+                self.zc_pending.push_back(c.result.max(0) as u32);
+            }
+        } else {
+            // No notification follows (the send failed): the op is over.
+            self.zc_ops -= 1;
+        }
+        if !current {
+            self.send_progress = None;
+            return Ok(());
+        }
+        if c.result < 0 {
+            self.send_progress = None;
+            self.disconnect(&io::Error::from_raw_os_error(-c.result).to_string());
+            return Ok(());
+        }
+        let (len, sent) = self.send_progress.expect("a send was in flight");
+        let sent = sent + c.result as usize;
+        if sent < len {
+            self.send_progress = Some((len, sent));
+            let stream = self.stream.as_ref().expect("current implies connected");
+            ring.send_zc_fixed(
+                stream,
+                ZC_BUFFER,
+                sent,
+                len - sent,
+                self.token(KIND_SEND_ZC),
+            )
+            .expect("ring slots cover the shipper");
+            self.zc_ops += 1;
+        } else {
+            self.send_progress = None;
+        }
+        Ok(())
     }
 
     /// Handles one of this shipper's completions.
     pub fn on_completion(&mut self, ring: &mut Ring, c: Completion) -> Result<(), ShipError> {
         let kind = c.token & 0xff;
         let current = c.token >> GENERATION_SHIFT == self.generation && self.stream.is_some();
+        if kind == KIND_SEND_ZC {
+            return self.on_send_zc(ring, &c, current);
+        }
         if kind == KIND_SPLICE_IN || kind == KIND_SPLICE_OUT {
             if !current {
                 self.stale_ops -= 1;

@@ -17,7 +17,7 @@ use common::{RecvProc, Rng, bin, child_stderr, dump_lines, line, run, stdout};
 const N: u64 = 1_000_000;
 const CHUNK: u64 = 5_000;
 
-fn start_shipper(wal: &std::path::Path, peer: &str) -> Child {
+fn start_shipper(wal: &std::path::Path, peer: &str, send_mode: &str) -> Child {
     Command::new(bin())
         .args([
             "ship",
@@ -28,7 +28,7 @@ fn start_shipper(wal: &std::path::Path, peer: &str) -> Child {
             "--source",
             "src",
         ])
-        .args(["--ack-timeout", "60"])
+        .args(["--ack-timeout", "60", "--send-mode", send_mode])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(child_stderr("ship"))
@@ -59,7 +59,10 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
     let wal = tmp.path().join("wal");
     let mut receiver = RecvProc::start(&recv_dir, "127.0.0.1:0", "fsync");
     let addr = receiver.addr.clone();
-    let mut shipper = start_shipper(&wal, &addr);
+    // Each run draws its send mode from the seed, so runs cover all three.
+    let send_mode = ["splice", "copy", "zc"][rng.below(3) as usize];
+    eprintln!("exactly_once: send mode {send_mode}");
+    let mut shipper = start_shipper(&wal, &addr, send_mode);
 
     // Six kills at distinct random chunks, three of each side, in random order.
     let chunks = N / CHUNK;
@@ -100,7 +103,7 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
                 let held = wal_last_seq(&wal);
                 assert!(held < next, "the WAL holds more than was fed");
                 next = held + 1;
-                shipper = start_shipper(&wal, &addr);
+                shipper = start_shipper(&wal, &addr, send_mode);
             }
         }
     }

@@ -59,7 +59,7 @@ printf "| lines | durability | send mode | ringship s (median of %s) | lines/s |
 printf "|---|---|---|---|---|---|---|---|---|\n"
 for f in l100.txt l4k.txt; do
   bytes=$(stat -c %s "$S/$f"); lines=$(wc -l < "$S/$f")
-  for dm in "none splice" "none copy" "fsync splice"; do
+  for dm in "none splice" "none copy" "none zc" "fsync splice"; do
     set -- $dm; d=$1; m=$2
     : > "$S/r.txt"; : > "$S/c.txt"; : > "$S/rc.txt"; : > "$S/s.txt"
     for _ in $(seq "$REPS"); do

@@ -89,24 +89,54 @@ pub struct QueueFull;
 pub struct Completion {
     /// The caller's tag for the operation, as passed when it was pushed.
     pub token: u64,
-    /// The raw result: bytes transferred, 0, or a negated errno.
+    /// The raw result: bytes transferred, 0, or a negated errno. For a
+    /// zero-copy send's notification, the usage flags (see [`zc_copied`]).
     pub result: i32,
     pub buf: Option<Vec<u8>>,
+    /// Another completion of the same operation follows (IORING_CQE_F_MORE):
+    /// a zero-copy send's buffer stays the kernel's until its notification.
+    pub more: bool,
+    /// This is a zero-copy send's notification (IORING_CQE_F_NOTIF): the
+    /// kernel is done with the buffer.
+    pub notif: bool,
+}
+
+/// IORING_SEND_ZC_REPORT_USAGE (io_uring_prep_send_zc(3)): the notification
+/// says whether the kernel fell back to copying.
+const SEND_ZC_REPORT_USAGE: u16 = 8;
+/// IORING_NOTIF_USAGE_ZC_COPIED: set in a notification's result when the
+/// data was copied after all (always, on loopback).
+const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+
+/// True if a zero-copy send's notification reports that the kernel copied.
+pub fn zc_copied(notif_result: i32) -> bool {
+    notif_result as u32 & NOTIF_USAGE_ZC_COPIED != 0
 }
 
 #[derive(Debug)]
 enum Slot {
     Free,
-    Busy { token: u64, buf: Option<Vec<u8>> },
+    Busy {
+        token: u64,
+        buf: Option<Vec<u8>>,
+        /// The registered buffer a zero-copy send reads from.
+        fixed: Option<u16>,
+    },
 }
 
 /// One io_uring owned by one core.
 pub struct Ring {
+    // Declared first so that it is dropped (and its registered buffers
+    // unregistered) before `fixed`, which they point into.
     uring: IoUring,
     flags: RingFlags,
     slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
+    /// Registered buffers (io_uring_register_buffers(3)), owned here so they
+    /// outlive their registration, and how many operations use each.
+    fixed: Vec<Vec<u8>>,
+    fixed_users: Vec<u32>,
 }
 
 /// The opcodes every core needs, probed at start-up.
@@ -195,6 +225,8 @@ impl Ring {
             slots: (0..RING_SLOTS_MAX).map(|_| Slot::Free).collect(),
             free,
             in_flight: 0,
+            fixed: Vec::new(),
+            fixed_users: Vec::new(),
         })
     }
 
@@ -368,6 +400,94 @@ impl Ring {
         Ok(())
     }
 
+    /// Allocates `count` buffers of `size_bytes` and registers them with the
+    /// kernel (io_uring_register_buffers(3)). Registered memory counts
+    /// against RLIMIT_MEMLOCK (8 MiB for an unprivileged user by default).
+    pub fn register_fixed_buffers(&mut self, count: usize, size_bytes: usize) -> io::Result<()> {
+        assert!(self.fixed.is_empty(), "buffers are registered once");
+        self.fixed = (0..count).map(|_| vec![0u8; size_bytes]).collect();
+        self.fixed_users = vec![0; count];
+        let iovecs: Vec<libc::iovec> = self
+            .fixed
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: the iovecs point into `self.fixed`, whose Vecs are never
+        // resized or dropped while the ring exists: the field is only ever
+        // assigned here, and it is declared after `uring`, so the ring (and
+        // with it the registration) is dropped first.
+        unsafe { self.uring.submitter().register_buffers(&iovecs) }.map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOMEM) {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: registered buffers count against RLIMIT_MEMLOCK; raise `ulimit -l`"
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Registered buffer `index` for filling, or `None` while an operation
+    /// still uses it.
+    pub fn fixed_buf_mut(&mut self, index: usize) -> Option<&mut [u8]> {
+        (self.fixed_users[index] == 0).then(|| self.fixed[index].as_mut_slice())
+    }
+
+    /// Registered buffer `index`, read-only (also while in use).
+    pub fn fixed_buf(&self, index: usize) -> &[u8] {
+        &self.fixed[index]
+    }
+
+    /// True while an operation uses registered buffer `index`.
+    pub fn fixed_in_use(&self, index: usize) -> bool {
+        self.fixed_users[index] > 0
+    }
+
+    /// Pushes a zero-copy `send` (io_uring_prep_send_zc_fixed(3)) of
+    /// registered buffer `index`, bytes `[from, from + len)`, with
+    /// IORING_SEND_ZC_REPORT_USAGE. Two completions follow: the result (with
+    /// `more` set), then the notification (`notif`) once the kernel no
+    /// longer needs the buffer; until then `fixed_buf_mut` refuses it.
+    pub fn send_zc_fixed(
+        &mut self,
+        fd: &impl AsRawFd,
+        index: usize,
+        from: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), QueueFull> {
+        if self.free.is_empty() || self.sq_space() == 0 {
+            return Err(QueueFull);
+        }
+        assert!(from + len <= self.fixed[index].len() && len > 0);
+        // SAFETY (for the pointer taken here): registered buffers live as
+        // long as the ring (see `register_fixed_buffers`), and `fixed_users`
+        // keeps `fixed_buf_mut` from handing this one out until the
+        // notification.
+        let ptr = self.fixed[index][from..].as_ptr();
+        let slot = self.take_slot(token, None);
+        self.slots[slot as usize] = Slot::Busy {
+            token,
+            buf: None,
+            fixed: Some(index as u16),
+        };
+        self.fixed_users[index] += 1;
+        let entry = opcode::SendZc::new(types::Fd(fd.as_raw_fd()), ptr, len as u32)
+            .buf_index(Some(index as u16))
+            .zc_flags(SEND_ZC_REPORT_USAGE)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry);
+        Ok(())
+    }
+
     /// Like [`Ring::submit_and_wait`], but returns after `timeout` even with
     /// no completion (io_uring_enter(2) with IORING_ENTER_EXT_ARG). Only the
     /// reconnect backoff and the ack deadline use this; shipping never waits
@@ -410,16 +530,38 @@ impl Ring {
         cq.sync();
         for cqe in &mut cq {
             let index = cqe.user_data() as usize;
+            let more = io_uring::cqueue::more(cqe.flags());
+            let notif = io_uring::cqueue::notif(cqe.flags());
+            if more {
+                // A zero-copy send's first completion: the slot (and the
+                // buffer) stay the kernel's until the notification.
+                let Slot::Busy { token, .. } = self.slots[index] else {
+                    panic!("completion for free slot {index}");
+                };
+                out.push(Completion {
+                    token,
+                    result: cqe.result(),
+                    buf: None,
+                    more,
+                    notif,
+                });
+                continue;
+            }
             let slot = std::mem::replace(&mut self.slots[index], Slot::Free);
-            let Slot::Busy { token, buf } = slot else {
+            let Slot::Busy { token, buf, fixed } = slot else {
                 panic!("completion for free slot {index}");
             };
+            if let Some(i) = fixed {
+                self.fixed_users[i as usize] -= 1;
+            }
             self.free.push(index as u32);
             self.in_flight -= 1;
             out.push(Completion {
                 token,
                 result: cqe.result(),
                 buf,
+                more,
+                notif,
             });
         }
         // Slots bound the completions, so `out` never grows past its capacity.
@@ -434,7 +576,11 @@ impl Ring {
     fn take_slot(&mut self, token: u64, buf: Option<Vec<u8>>) -> u32 {
         let index = self.free.pop().expect("caller checked for a free slot");
         debug_assert!(matches!(self.slots[index as usize], Slot::Free));
-        self.slots[index as usize] = Slot::Busy { token, buf };
+        self.slots[index as usize] = Slot::Busy {
+            token,
+            buf,
+            fixed: None,
+        };
         self.in_flight += 1;
         index
     }
