@@ -15,8 +15,9 @@
 //!          preallocated, named by first seq, recovered by scanning
 //!   ▼      the durable watermark advances → core::DurableListener, same loop turn
 //! ship     in that same turn, [shipped, durable): io_uring SPLICE page cache →
-//!          pipe → socket (default), or pread + io_uring SEND (copy); acks
-//!          arrive on an io_uring RECV that is always posted
+//!          pipe → socket (default), pread + SEND_ZC from a registered buffer
+//!          (zc), or pread + SEND (copy); acks arrive on an io_uring RECV
+//!          that is always posted
 //!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
 //! receive  verify (length bound, crc32c, seq continuity), append the bytes
 //!          unchanged through the same core loop, ack after fdatasync
