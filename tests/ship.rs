@@ -145,9 +145,15 @@ fn last_record_after_silence_is_acked_within_50ms() {
 
 #[test]
 fn last_record_of_a_burst_is_acked_with_the_one_before_it() {
+    // As above, no fdatasync on either side: a 1-3 s disk stall (seen on
+    // these machines) must not fail a test about what triggers shipping.
     let tmp = tempfile::tempdir().unwrap();
-    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "fsync");
-    let mut ship = ShipProc::start(&tmp.path().join("wal"), &recv.addr, &[]);
+    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
+    let mut ship = ShipProc::start(
+        &tmp.path().join("wal"),
+        &recv.addr,
+        &["--durability", "none"],
+    );
     const N: u64 = 100_000;
     ship.write(&lines_bytes(1..=N));
     let before_last = ship.wait_acked(N - 1, Duration::from_secs(60));
