@@ -26,6 +26,11 @@
 //!   receiver checks each record's length bound before reading it, its
 //!   crc32c, and that its seq is exactly the previous one + 1.
 //!
+//! shipper → receiver  Abort: a frame in the data stream with seq 0 (which no
+//!   record has) and a valid crc; its payload (at most ABORT_REASON_BYTES_MAX)
+//!   says why the shipper gives up, e.g. retention deleted what the receiver
+//!   asked for. The receiver logs it and closes, so both sides say so.
+//!
 //! receiver → shipper  Ack, ACK_BYTES = 16, cumulative
 //!   0   4   magic          b"RACK"
 //!   4   4   zero
@@ -193,6 +198,24 @@ pub fn set_keepalive(stream: &std::net::TcpStream) {
     let _ = setsockopt(stream, sockopt::TcpKeepIdle, &TCP_KEEPALIVE_IDLE_S);
     let _ = setsockopt(stream, sockopt::TcpKeepInterval, &TCP_KEEPALIVE_INTERVAL_S);
     let _ = setsockopt(stream, sockopt::TcpKeepCount, &TCP_KEEPALIVE_COUNT);
+}
+
+/// Longest reason an Abort frame carries.
+pub const ABORT_REASON_BYTES_MAX: usize = 1024;
+
+/// Encodes an Abort frame (see the module docs): the record format with
+/// seq 0 and the reason as payload.
+pub fn encode_abort(reason: &str) -> Vec<u8> {
+    let mut reason = reason.as_bytes();
+    if reason.len() > ABORT_REASON_BYTES_MAX {
+        reason = &reason[..ABORT_REASON_BYTES_MAX];
+    }
+    let mut frame = vec![0u8; crate::frame::encoded_len_bytes(reason.len())];
+    frame[4..8].copy_from_slice(&(reason.len() as u32).to_le_bytes());
+    frame[24..].copy_from_slice(reason);
+    let crc = crc32c::crc32c(&frame[4..]);
+    frame[0..4].copy_from_slice(&crc.to_le_bytes());
+    frame
 }
 
 pub fn encode_ack(durable_seq: u64) -> [u8; ACK_BYTES] {

@@ -283,6 +283,8 @@ enum ServeError {
     Io(#[from] io::Error),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("the shipper gave up: {0}")]
+    Aborted(String),
 }
 
 fn serve_source(
@@ -404,8 +406,19 @@ fn parse_records(
         if buf.len() - *at < need {
             return Ok(());
         }
-        let (record, _) = frame::decode(&buf[*at..*at + need])
-            .map_err(|e| ProtocolError(format!("record expected at seq {expected_seq}: {e}")))?;
+        let (record, _) = match frame::decode(&buf[*at..*at + need]) {
+            Ok(decoded) => decoded,
+            // A valid frame with seq 0: the shipper's Abort (protocol.rs).
+            Err(frame::DecodeError::ZeroSeq) if len <= protocol::ABORT_REASON_BYTES_MAX => {
+                let reason = String::from_utf8_lossy(&buf[*at + RECORD_HEADER_BYTES..*at + need]);
+                return Err(ServeError::Aborted(reason.into_owned()));
+            }
+            Err(e) => {
+                return Err(
+                    ProtocolError(format!("record expected at seq {expected_seq}: {e}")).into(),
+                );
+            }
+        };
         if record.seq != *expected_seq {
             return Err(ProtocolError(format!(
                 "record seq {} where seq {expected_seq} was expected",

@@ -598,16 +598,29 @@ impl Shipper {
                 return Ok(());
             }
         };
+        // A fatal mismatch is told to the receiver too (an Abort frame), so
+        // that both sides log it.
+        let abort = |mut stream: TcpStream, e: ShipError| {
+            let _ = stream.write_all(&protocol::encode_abort(&e.to_string()));
+            let _ = stream.shutdown(Shutdown::Write);
+            e
+        };
         if peer_seq > wal.durable_seq() {
-            return Err(ShipError::PeerAhead {
+            let e = ShipError::PeerAhead {
                 peer_seq,
                 durable_seq: wal.durable_seq(),
-            });
+            };
+            return Err(abort(stream, e));
         }
+        let position = match self.locate(peer_seq + 1, wal) {
+            Ok(position) => position,
+            Err(e @ ShipError::RetentionGap { .. }) => return Err(abort(stream, e)),
+            Err(e) => return Err(e),
+        };
         if self.config.send_mode == SendMode::Splice {
             self.pipe = Some(crate::io::splice_pipe(SEND_CHUNK_BYTES).map_err(ShipError::Pipe)?);
         }
-        self.position = Some(self.locate(peer_seq + 1, wal)?);
+        self.position = Some(position);
         self.send_seq = peer_seq + 1;
         self.acked_seq = peer_seq;
         self.generation += 1;

@@ -354,7 +354,13 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
     assert_eq!(dump_lines(&tmp.path().join("recv/src1")).len(), 2300);
 
     // A new receiver asks for seq 1, which retention deleted: loud, exit 1.
-    let fresh = RecvProc::start(&tmp.path().join("fresh"), "127.0.0.1:0", "none");
+    let log = tmp.path().join("fresh.log");
+    let fresh = RecvProc::start_logging(
+        &tmp.path().join("fresh"),
+        "127.0.0.1:0",
+        "none",
+        std::fs::File::create(&log).unwrap().into(),
+    );
     let out = run(&[
         "ship",
         "--dir",
@@ -373,6 +379,10 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
     let err = stderr(&out);
     assert!(err.contains("the peer asks for seq 1"), "{err}");
     assert!(err.contains("retention deleted"), "{err}");
+    // The receiver says so too (the shipper's Abort frame).
+    let recv_log = std::fs::read_to_string(&log).unwrap();
+    assert!(recv_log.contains("the shipper gave up"), "{recv_log}");
+    assert!(recv_log.contains("retention deleted"), "{recv_log}");
 }
 
 /// A sealed segment whose data ends fewer than a record header's bytes

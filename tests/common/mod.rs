@@ -139,6 +139,16 @@ pub struct RecvProc {
 
 impl RecvProc {
     pub fn start(dir: &std::path::Path, listen: &str, durability: &str) -> RecvProc {
+        RecvProc::start_logging(dir, listen, durability, child_stderr("receive"))
+    }
+
+    /// Like `start`, with the receiver's stderr (its log) sent to `stderr`.
+    pub fn start_logging(
+        dir: &std::path::Path,
+        listen: &str,
+        durability: &str,
+        stderr: Stdio,
+    ) -> RecvProc {
         let mut child = Command::new(bin())
             .args([
                 "receive",
@@ -149,7 +159,7 @@ impl RecvProc {
             ])
             .args(["--durability", durability])
             .stdout(Stdio::piped())
-            .stderr(child_stderr("receive"))
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut first = String::new();
