@@ -101,7 +101,7 @@ pub enum ShipError {
     },
     #[error("registering the zero-copy send buffer: {0}")]
     Register(io::Error),
-    #[error("creating the splice pipe: {0}")]
+    #[error("creating a pipe or an eventfd: {0}")]
     Pipe(io::Error),
 }
 
@@ -129,6 +129,8 @@ const KIND_RECV: u64 = 2;
 const KIND_SPLICE_IN: u64 = 3;
 const KIND_SPLICE_OUT: u64 = 4;
 const KIND_SEND_ZC: u64 = 5;
+/// The connect thread's eventfd wake-up.
+const KIND_CONNECTED: u64 = 6;
 /// The ring's registered buffer that `zc` mode reads chunks into.
 const ZC_BUFFER: usize = 0;
 /// Zero-copy sends awaiting their notification: one chunk's send and its
@@ -149,6 +151,46 @@ struct SpliceUnit {
     end_bytes: u64,
     /// Bytes in the pipe not yet sent.
     in_pipe_bytes: usize,
+}
+
+/// The off-loop connect: a thread per attempt hands its result back through
+/// a channel and wakes the core with an eventfd read kept on the ring.
+struct Connector {
+    wake: std::sync::Arc<nix::sys::eventfd::EventFd>,
+    tx: std::sync::mpsc::Sender<Result<(TcpStream, u64), String>>,
+    rx: std::sync::mpsc::Receiver<Result<(TcpStream, u64), String>>,
+    /// An attempt is running (and the eventfd read is on the ring).
+    pending: bool,
+    read_buf: Option<Vec<u8>>,
+    /// A finished attempt, for `pump` (which has the WAL) to complete.
+    done: Option<Result<(TcpStream, u64), String>>,
+}
+
+/// Connects and handshakes, blocking, bounded by the connect and handshake
+/// timeouts. Runs on the connect thread.
+fn handshake(peer: SocketAddr, hello: &Hello) -> Result<(TcpStream, u64), String> {
+    let mut stream = TcpStream::connect_timeout(&peer, Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .map_err(|e| format!("connect: {e}"))?;
+    let timeout = Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS));
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    protocol::set_keepalive(&stream);
+    stream
+        .write_all(&hello.encode())
+        .map_err(|e| format!("hello: {e}"))?;
+    let mut welcome = [0u8; WELCOME_BYTES];
+    stream
+        .read_exact(&mut welcome)
+        .map_err(|e| format!("welcome: {e}"))?;
+    let peer_seq = protocol::decode_welcome(&welcome).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok((stream, peer_seq))
 }
 
 /// What a dead connection leaves open until its operations complete.
@@ -210,6 +252,7 @@ pub struct Shipper {
     /// SPLICE looks its fds up when it runs, so closing them earlier could
     /// let a reused fd number (a new segment, another socket) receive bytes.
     held: Option<Held>,
+    connector: Connector,
     stats: ShipStats,
 }
 
@@ -254,6 +297,22 @@ impl Shipper {
             zc_ops: 0,
             zc_pending: VecDeque::with_capacity(ZC_PENDING_MAX),
             held: None,
+            connector: {
+                let (tx, rx) = std::sync::mpsc::channel();
+                Connector {
+                    wake: std::sync::Arc::new(
+                        nix::sys::eventfd::EventFd::from_flags(
+                            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+                        )
+                        .map_err(|e| ShipError::Pipe(e.into()))?,
+                    ),
+                    tx,
+                    rx,
+                    pending: false,
+                    read_buf: Some(vec![0u8; 8]),
+                    done: None,
+                }
+            },
             config,
             shard,
             dir: shard_dir(dir, shard),
@@ -303,6 +362,11 @@ impl Shipper {
         if let Some(stream) = self.stream.take() {
             let _ = stream.shutdown(Shutdown::Both);
         }
+        if self.connector.pending {
+            // Complete the wake-up read now, so the ring can be dropped; the
+            // connect thread's late result goes nowhere.
+            let _ = self.connector.wake.write(1);
+        }
         self.generation += 1;
     }
 
@@ -318,7 +382,7 @@ impl Shipper {
     /// When the core must wake up even without a completion: the next
     /// reconnect attempt.
     pub fn wake_at(&self) -> Option<Instant> {
-        if self.stream.is_none() {
+        if self.stream.is_none() && !self.connector.pending && self.connector.done.is_none() {
             self.retry_at
         } else {
             None
@@ -351,13 +415,14 @@ impl Shipper {
             self.segments.push_back(wal.segment_first_seq());
         }
         if self.stream.is_none() {
+            self.finish_connect(wal)?;
+        }
+        if self.stream.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 return Ok(());
             }
-            self.connect(wal)?;
-            if self.stream.is_none() {
-                return Ok(());
-            }
+            self.connect(ring);
+            return Ok(());
         }
         if let Some(buf) = self.recv_buf.take() {
             let stream = self.stream.as_ref().expect("connected");
@@ -546,7 +611,10 @@ impl Shipper {
     /// handshake timeouts), then positions the read cursor after the peer's
     /// durable seq. Transient failures schedule a retry; only a gap or a
     /// diverged peer is an error.
-    fn connect(&mut self, wal: &WalWriter) -> Result<(), ShipError> {
+    fn connect(&mut self, ring: &mut Ring) {
+        if self.connector.pending {
+            return;
+        }
         let ops_in_flight = self.stale_ops > 0
             || self.zc_ops > 0
             || self.send_progress.is_some()
@@ -556,41 +624,56 @@ impl Shipper {
             // The dead connection's operations complete first; its fds are
             // released after them, and only then is a new one opened.
             self.schedule_retry();
-            return Ok(());
+            return;
         }
         self.held = None;
-        let attempt = || -> Result<(TcpStream, u64), String> {
-            let mut stream = TcpStream::connect_timeout(
-                &self.config.peer,
-                Duration::from_millis(CONNECT_TIMEOUT_MS),
-            )
-            .map_err(|e| format!("connect: {e}"))?;
-            let timeout = Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS));
-            stream
-                .set_read_timeout(timeout)
-                .map_err(|e| e.to_string())?;
-            stream
-                .set_write_timeout(timeout)
-                .map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
-            protocol::set_keepalive(&stream);
-            let hello = Hello {
-                source: self.config.source.clone(),
-                shard: self.shard,
-            };
-            stream
-                .write_all(&hello.encode())
-                .map_err(|e| format!("hello: {e}"))?;
-            let mut welcome = [0u8; WELCOME_BYTES];
-            stream
-                .read_exact(&mut welcome)
-                .map_err(|e| format!("welcome: {e}"))?;
-            let peer_seq = protocol::decode_welcome(&welcome).map_err(|e| e.to_string())?;
-            stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-            stream.set_write_timeout(None).map_err(|e| e.to_string())?;
-            Ok((stream, peer_seq))
+        // The connect and handshake block (up to CONNECT_TIMEOUT_MS +
+        // HANDSHAKE_TIMEOUT_MS against a peer that drops packets), so they run
+        // on a short-lived thread; the core keeps committing, and the thread's
+        // eventfd write wakes it with the result.
+        let Some(buf) = self.connector.read_buf.take() else {
+            return;
         };
-        let (stream, peer_seq) = match attempt() {
+        if let Err((_, buf)) =
+            ring.read(&*self.connector.wake, buf, self.token_base | KIND_CONNECTED)
+        {
+            self.connector.read_buf = Some(buf);
+            self.schedule_retry();
+            return;
+        }
+        self.connector.pending = true;
+        let peer = self.config.peer;
+        let hello = Hello {
+            source: self.config.source.clone(),
+            shard: self.shard,
+        };
+        let tx = self.connector.tx.clone();
+        let wake = self.connector.wake.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ringship-connect".into())
+            .spawn(move || {
+                let _ = tx.send(handshake(peer, &hello));
+                let _ = wake.write(1);
+            });
+        if let Err(e) = spawned {
+            // Complete the read ourselves; the failure is reported with it.
+            let _ = self
+                .connector
+                .tx
+                .send(Err(format!("cannot start a connect thread: {e}")));
+            let _ = self.connector.wake.write(1);
+        }
+    }
+
+    /// Takes the connect thread's result once its wake-up completed, and on
+    /// success positions the read cursor after the peer's durable seq.
+    /// Transient failures schedule a retry; only a gap or a diverged peer is
+    /// an error.
+    fn finish_connect(&mut self, wal: &WalWriter) -> Result<(), ShipError> {
+        let Some(result) = self.connector.done.take() else {
+            return Ok(());
+        };
+        let (stream, peer_seq) = match result {
             Ok(ok) => ok,
             Err(why) => {
                 tracing::debug!(peer = %self.config.peer, "cannot reach the peer: {why}");
@@ -926,6 +1009,17 @@ impl Shipper {
     pub fn on_completion(&mut self, ring: &mut Ring, c: Completion) -> Result<(), ShipError> {
         let kind = c.token & 0xff;
         let current = c.token >> GENERATION_SHIFT == self.generation && self.stream.is_some();
+        if kind == KIND_CONNECTED {
+            self.connector.read_buf = c.buf;
+            self.connector.pending = false;
+            self.connector.done = Some(
+                self.connector
+                    .rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Err("the connect thread left no result".into())),
+            );
+            return Ok(());
+        }
         if kind == KIND_SEND_ZC {
             return self.on_send_zc(ring, &c, current);
         }

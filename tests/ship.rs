@@ -469,3 +469,43 @@ fn a_segment_filled_to_within_a_header_of_its_end_is_crossed() {
         assert_eq!(json["acked_seq"], last, "{mode}");
     }
 }
+
+/// A peer that accepts the TCP connection but never answers the handshake
+/// (as a blackholed or wedged one does) must not stall appends: the connect
+/// runs off the core loop, and local durability goes on at full speed.
+#[test]
+fn a_peer_that_never_answers_does_not_stall_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Listening, so connect succeeds, but never accepted or answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let mut child = Command::new(bin())
+        .args(["ship", "--dir", tmp.path().join("wal").to_str().unwrap()])
+        .args(["--peer", &addr, "--source", "src1", "--report-durable"])
+        .args(["--ack-timeout", "2", "--durability", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Let the first handshake attempt start and hang (it times out at 5 s).
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..=3u64 {
+        let sent = Instant::now();
+        stdin.write_all(&lines_bytes(i..=i)).unwrap();
+        stdin.flush().unwrap();
+        let durable = lines.next().unwrap().unwrap();
+        assert_eq!(durable, format!("durable {i}"));
+        let took = sent.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "append {i} waited {took:?} behind the handshake"
+        );
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "nothing was acknowledged");
+    drop(silent);
+}
