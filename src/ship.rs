@@ -980,15 +980,8 @@ impl Shipper {
             self.send_progress = None;
             return Ok(());
         }
-        if c.result < 0 {
-            self.send_progress = None;
-            self.disconnect(&io::Error::from_raw_os_error(-c.result).to_string());
-            return Ok(());
-        }
-        let (len, sent) = self.send_progress.expect("a send was in flight");
-        let sent = sent + c.result as usize;
-        if sent < len {
-            self.send_progress = Some((len, sent));
+        if let Some(sent) = self.send_result(c.result) {
+            let len = self.send_progress.expect("more to send").0;
             let stream = self.stream.as_ref().expect("current implies connected");
             ring.send_zc_fixed(
                 stream,
@@ -999,10 +992,29 @@ impl Shipper {
             )
             .expect("ring slots cover the shipper");
             self.zc_ops += 1;
-        } else {
-            self.send_progress = None;
         }
         Ok(())
+    }
+
+    /// Accounts a send's result (copy or zero-copy): `Some(offset)` when
+    /// the chunk's bytes from `offset` on must be sent again (a short
+    /// send), `None` when the chunk is done or the connection was dropped
+    /// on an error.
+    fn send_result(&mut self, result: i32) -> Option<usize> {
+        if result < 0 {
+            self.send_progress = None;
+            self.disconnect(&io::Error::from_raw_os_error(-result).to_string());
+            return None;
+        }
+        let (len, sent) = self.send_progress.expect("a send was in flight");
+        let sent = sent + result as usize;
+        if sent < len {
+            self.send_progress = Some((len, sent));
+            Some(sent)
+        } else {
+            self.send_progress = None;
+            None
+        }
     }
 
     /// Handles one of this shipper's completions.
@@ -1038,24 +1050,15 @@ impl Shipper {
                     self.send_buf = Some(buf);
                     return Ok(());
                 }
-                if c.result < 0 {
-                    self.send_progress = None;
-                    self.send_buf = Some(buf);
-                    self.disconnect(&io::Error::from_raw_os_error(-c.result).to_string());
-                    return Ok(());
-                }
-                let (len, sent) = self.send_progress.expect("a send was in flight");
-                let sent = sent + c.result as usize;
-                if sent < len {
-                    self.send_progress = Some((len, sent));
-                    let stream = self.stream.as_ref().expect("current implies connected");
-                    if ring.send(stream, buf, sent, self.token(KIND_SEND)).is_err() {
-                        panic!("ring full: RING_SLOTS_MAX must cover the shipper");
+                match self.send_result(c.result) {
+                    Some(sent) => {
+                        let stream = self.stream.as_ref().expect("current implies connected");
+                        if ring.send(stream, buf, sent, self.token(KIND_SEND)).is_err() {
+                            panic!("ring full: RING_SLOTS_MAX must cover the shipper");
+                        }
                     }
-                    return Ok(());
+                    None => self.send_buf = Some(buf),
                 }
-                self.send_progress = None;
-                self.send_buf = Some(buf);
             }
             KIND_RECV => {
                 let n = c.result;
