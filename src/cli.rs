@@ -428,6 +428,11 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
                 .map_err(|e| Failure::usage(format!("cannot open --input {}: {e}", args.input)))?,
         )
     };
+    if !(args.ack_timeout >= 0.0 && args.ack_timeout.is_finite()) {
+        return Err(Failure::usage(
+            "--ack-timeout must be a non-negative number of seconds",
+        ));
+    }
     let ship = match &args.peer {
         Some(peer) => Some(ShipConfig {
             peer: resolve(peer)?,
@@ -437,6 +442,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         }),
         None => None,
     };
+    let source = ship.as_ref().map(|s| s.source.clone());
     let config = CoreConfig {
         dir: args.dir.clone(),
         shard: args.shard,
@@ -476,11 +482,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
         append_to_durable: LatencySummary::of(&report.wal.append_to_durable_ns),
         peer: args.peer.clone(),
-        source: args
-            .peer
-            .as_ref()
-            .and(args.source.clone())
-            .or_else(|| args.peer.as_ref().and_then(|_| source_name(None).ok())),
+        source,
         send_mode: args.peer.as_ref().map(|_| args.send_mode),
         acked_seq: report.acked_seq,
         sent_bytes: report.ship.as_ref().map(|s| s.sent_bytes),

@@ -148,6 +148,17 @@ fn bad_flags_and_paths_get_clear_errors() {
     let out = run(&["ship", "--dir", "/tmp/x", "--input", "/nonexistent/file"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/file"));
+    // A negative timeout is refused up front, not a panic later.
+    let out = run(&[
+        "ship",
+        "--dir",
+        "/tmp/x",
+        "--peer",
+        "127.0.0.1:1",
+        "--ack-timeout=-1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--ack-timeout"), "{}", stderr(&out));
     let out = run(&["verify", "--dir", "/nonexistent/dir"]);
     assert_eq!(out.status.code(), Some(2));
     let empty = tempfile::tempdir().unwrap();

@@ -263,7 +263,7 @@ impl Ring {
         sync_token: Option<u64>,
     ) -> Result<(), (QueueFull, Vec<u8>)> {
         let needed = if sync_token.is_some() { 2 } else { 1 };
-        if self.free.len() < needed || self.sq_space() < needed {
+        if !self.has_room(needed) {
             return Err((QueueFull, buf));
         }
         assert!(from < buf.len(), "write of an empty range");
@@ -302,7 +302,7 @@ impl Ring {
         buf: Vec<u8>,
         token: u64,
     ) -> Result<(), (QueueFull, Vec<u8>)> {
-        if self.free.is_empty() || self.sq_space() == 0 {
+        if !self.has_room(1) {
             return Err((QueueFull, buf));
         }
         let len = u32::try_from(buf.len()).expect("read buffer below 4 GiB");
@@ -330,7 +330,7 @@ impl Ring {
         from: usize,
         token: u64,
     ) -> Result<(), (QueueFull, Vec<u8>)> {
-        if self.free.is_empty() || self.sq_space() == 0 {
+        if !self.has_room(1) {
             return Err((QueueFull, buf));
         }
         assert!(from < buf.len(), "send of an empty range");
@@ -355,7 +355,7 @@ impl Ring {
         buf: Vec<u8>,
         token: u64,
     ) -> Result<(), (QueueFull, Vec<u8>)> {
-        if self.free.is_empty() || self.sq_space() == 0 {
+        if !self.has_room(1) {
             return Err((QueueFull, buf));
         }
         let len = u32::try_from(buf.len()).expect("recv buffer below 4 GiB");
@@ -382,7 +382,7 @@ impl Ring {
         len: u32,
         token: u64,
     ) -> Result<(), QueueFull> {
-        if self.free.is_empty() || self.sq_space() == 0 {
+        if !self.has_room(1) {
             return Err(QueueFull);
         }
         let slot = self.take_slot(token, None);
@@ -462,7 +462,7 @@ impl Ring {
         len: usize,
         token: u64,
     ) -> Result<(), QueueFull> {
-        if self.free.is_empty() || self.sq_space() == 0 {
+        if !self.has_room(1) {
             return Err(QueueFull);
         }
         assert!(from + len <= self.fixed[index].len() && len > 0);
@@ -566,6 +566,12 @@ impl Ring {
         }
         // Slots bound the completions, so `out` never grows past its capacity.
         debug_assert_eq!(out.capacity(), capacity);
+    }
+
+    /// True if `ops` more operations fit: free completion slots and free
+    /// submission queue entries.
+    fn has_room(&mut self, ops: usize) -> bool {
+        self.free.len() >= ops && self.sq_space() >= ops
     }
 
     fn sq_space(&mut self) -> usize {
