@@ -36,6 +36,7 @@ fn wal_bench(c: &mut Criterion) {
                 durability,
                 ship: None,
                 ack_timeout: Duration::ZERO,
+                latency_window: None,
             };
             let core = std::thread::spawn(move || core::run(&config, receiver, &mut Notify(tx)));
             let payload = vec![b'x'; payload_bytes];

@@ -39,6 +39,8 @@ pub const EXIT_USAGE: i32 = 2;
                   (crc32c framing, group commit with fdatasync, preallocated segments, crash \
                   recovery).\n\nExit codes: 0 success, 1 operating error or corruption, 2 bad usage or input.",
     after_help = "Examples:\n  \
+        ringship bench                                      # the whole pipeline, in-process receiver, ~15 s\n  \
+        ringship compare base/summary.json -- cur/summary.json  # latency regression gate\n  \
         ringship wal-bench                                  # WAL throughput and commit latency, temp dir\n  \
         seq 1000000 | ringship ship --dir /var/lib/ringship  # append stdin lines durably\n  \
         ringship dump --dir /var/lib/ringship --format json # print them back\n  \
@@ -51,6 +53,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    Bench(BenchArgs),
+    Compare(CompareArgs),
     Ship(ShipArgs),
     Receive(ReceiveArgs),
     Dump(DumpArgs),
@@ -229,6 +233,165 @@ struct WalBenchArgs {
     json: bool,
 }
 
+/// Benchmark the whole pipeline: WAL → ship → receive, with latency at
+/// every hop.
+///
+/// Without --peer, a receiver runs in-process on an ephemeral 127.0.0.1
+/// port, on the CPUs after the shipper's. Each shipper core gets a generator
+/// that offers --rate records/s in total (open loop): every record is
+/// stamped with the time it was *due*, so a stall shows in the latency
+/// instead of hiding in a slower load (coordinated omission corrected, as
+/// wrk2 does). --rate max runs closed loop, and its latencies are not
+/// CO-corrected. The first --warmup seconds are not counted.
+///
+/// After the load drains, an idle-tail probe runs --probe-rounds rounds of
+/// silence then a burst, and reports append → acked of each burst's last
+/// record: the record that a heartbeat- or next-write-driven shipper
+/// strands.
+///
+/// Prints a table (stage × p50 … max, records/s, MB/s, CPU, RSS). With
+/// --out DIR, also writes summary.json, one <stage>.hgrm per stage,
+/// latency.hlog (HdrHistogram V2 interval log, 1 s intervals, one tag per
+/// stage) and latency.svg (percentile plot). Exit 0, or 1 if the run failed
+/// (a peer that stops acknowledging for 30 s, a full disk).
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ringship bench                                        # 10000 records/s of 100 B, fsync, ~15 s\n  \
+    ringship bench --durability none --out results/none   # write summary.json, .hgrm, .hlog, .svg\n  \
+    ringship bench --rate max --record-bytes 4096 --duration 5\n  \
+    ringship bench --peer 10.0.0.2:7070 --rate 50000      # against a running `ringship receive`")]
+struct BenchArgs {
+    /// Records per second offered over all cores (open loop), or `max`
+    /// (closed loop: as fast as the pipeline takes them).
+    #[arg(long, default_value = "10000", value_parser = parse_rate)]
+    rate: crate::bench::Rate,
+    /// Seconds measured, after the warmup.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
+    /// Shipper cores (shards), each with its own ring, WAL and connection.
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    /// On both the shipper and the in-process receiver.
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    #[arg(long, value_enum, default_value_t = SendMode::Splice)]
+    send_mode: SendMode,
+    /// Ship to this running `ringship receive` instead of an in-process one
+    /// (append → remote durable is then not measured).
+    #[arg(long)]
+    peer: Option<String>,
+    /// Directory for the WALs (DIR/ship, DIR/recv); kept afterwards.
+    /// Default: a fresh temporary directory, removed afterwards.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary directory.
+    #[arg(long)]
+    keep: bool,
+    /// Write summary.json, <stage>.hgrm, latency.hlog and latency.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Idle-tail probe rounds (0 skips the probe).
+    #[arg(long, default_value_t = 20)]
+    probe_rounds: u32,
+    /// Records per idle-tail burst.
+    #[arg(long, default_value_t = 100)]
+    probe_burst: u32,
+    /// Milliseconds of silence before each idle-tail burst.
+    #[arg(long, default_value_t = 100)]
+    probe_silence_ms: u64,
+}
+
+fn parse_rate(s: &str) -> Result<crate::bench::Rate, String> {
+    if s == "max" {
+        return Ok(crate::bench::Rate::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(crate::bench::Rate::PerSecond(r)),
+        _ => Err(format!(
+            "`{s}` is not a rate: give records per second (at least 1), or `max`"
+        )),
+    }
+}
+
+/// Compare bench reports: the latency regression gate for CI.
+///
+/// Give one or more base summary.json files, then `--`, then one or more
+/// current ones. With several runs on a side, each figure's median is used.
+/// Prints each tracked figure (base, current, change in %) and exits 0 when
+/// none rose by more than --max-regression-pct, 1 when one did, and 2 on bad
+/// input: an unreadable file, a report of another version, a missing
+/// figure, or configurations that differ (unless --force). Options may come
+/// before or after the `--`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ringship compare baseline.json -- results/summary.json\n  \
+    ringship compare base1.json base2.json base3.json -- cur1.json cur2.json cur3.json --max-regression-pct 20\n  \
+    ringship compare a.json -- b.json --stage all --percentiles 50,99,99.9,max")]
+struct CompareArgs {
+    /// Base reports (summary.json from `bench --out`).
+    #[arg(required = true)]
+    base: Vec<PathBuf>,
+    /// Current reports, after `--`.
+    #[arg(last = true, required = true)]
+    current: Vec<PathBuf>,
+    /// A figure that rose by more than this percentage is a regression.
+    #[arg(long, default_value_t = 10.0)]
+    max_regression_pct: f64,
+    /// Stage to track (repeatable; `all` for every stage). Default:
+    /// append_to_acked.
+    #[arg(long)]
+    stage: Vec<String>,
+    /// Percentiles to track, comma-separated, from 50, 90, 99, 99.9,
+    /// 99.99, max. Default: 50,99,99.9.
+    #[arg(long, value_delimiter = ',')]
+    percentiles: Vec<String>,
+    /// Compare even if the reports' configurations differ.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `compare`'s options may follow the `--` that starts the current
+/// reports (`compare BASE -- CUR --max-regression-pct 5`); clap would take
+/// them as file names there, so they are moved in front of it.
+fn hoist_compare_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const WITH_VALUE: [&str; 3] = ["--max-regression-pct", "--stage", "--percentiles"];
+    const FLAGS: [&str; 1] = ["--force"];
+    if args.get(1).and_then(|a| a.to_str()) != Some("compare") {
+        return args;
+    }
+    let Some(dashes) = args.iter().position(|a| a == "--") else {
+        return args;
+    };
+    let mut head: Vec<std::ffi::OsString> = args[..dashes].to_vec();
+    let mut files = Vec::new();
+    let mut tail = args[dashes + 1..].iter();
+    while let Some(arg) = tail.next() {
+        let text = arg.to_str().unwrap_or("");
+        let name = text.split('=').next().unwrap_or("");
+        if WITH_VALUE.contains(&name) {
+            head.push(arg.clone());
+            if !text.contains('=')
+                && let Some(value) = tail.next()
+            {
+                head.push(value.clone());
+            }
+        } else if FLAGS.contains(&text) {
+            head.push(arg.clone());
+        } else {
+            files.push(arg.clone());
+        }
+    }
+    head.push("--".into());
+    head.extend(files);
+    head
+}
+
 /// Parses the arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
     tracing_subscriber::fmt()
@@ -238,7 +401,7 @@ pub fn main() -> i32 {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(hoist_compare_options(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -246,6 +409,8 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Bench(args) => bench(args),
+        Command::Compare(args) => compare(args),
         Command::Ship(args) => ship(args),
         Command::Receive(args) => receive(args),
         Command::Dump(args) => dump(args),
@@ -450,6 +615,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         durability: args.durability,
         ship,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
+        latency_window: None,
     };
     let (report, fed) =
         run_core_with(config, (args.report_durable, args.report_acked), |sender| {
@@ -480,7 +646,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
             )
         }),
         commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
-        append_to_durable: LatencySummary::of(&report.wal.append_to_durable_ns),
+        append_to_durable: LatencySummary::of(report.wal.append_to_durable_ns.total()),
         peer: args.peer.clone(),
         source,
         send_mode: args.peer.as_ref().map(|_| args.send_mode),
@@ -494,7 +660,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         append_to_acked: report
             .ship
             .as_ref()
-            .map(|s| LatencySummary::of(&s.append_to_acked_ns)),
+            .map(|s| LatencySummary::of(s.append_to_acked_ns.total())),
     };
     if args.json {
         println!(
@@ -589,6 +755,8 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
                 args.cores
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             ),
+            first_cpu: 0,
+            latency_window: None,
         },
     )
     .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
@@ -840,6 +1008,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         durability: args.durability,
         ship: None,
         ack_timeout: Duration::ZERO,
+        latency_window: None,
     };
     let produced = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -850,8 +1019,16 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     let rate = args.rate;
     let started = Instant::now();
     let counter = produced.clone();
+
     let (report, fed) = run_core_with(config, (false, false), move |sender| {
-        generate(&sender, &payload, limit, deadline, rate, &counter).map(|()| sender.close())
+        let schedule = crate::bench::Schedule {
+            started: Instant::now(),
+            started_ns: frame::now_ns(),
+            rate,
+            limit,
+            deadline,
+        };
+        crate::bench::generate(&sender, &payload, schedule, &counter).map(|_| sender.close())
     })?;
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
@@ -883,7 +1060,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         short_writes: report.wal.short_writes,
         segments_created: report.wal.segments_created,
         commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
-        append_to_durable: LatencySummary::of(&report.wal.append_to_durable_ns),
+        append_to_durable: LatencySummary::of(report.wal.append_to_durable_ns.total()),
     };
     if args.dir.is_none() && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -926,55 +1103,6 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
-/// The load generator. Closed loop (no `rate`): fills batches as fast as the
-/// core drains them. Open loop: record i is due at start + i/rate and carries
-/// that intended time as its append timestamp, as wrk2 does against
-/// coordinated omission; records already due go out together in one batch.
-/// Sleeping here paces the *load*; nothing in the data path waits on it.
-fn generate(
-    sender: &InboxSender,
-    payload: &[u8],
-    limit: Option<u64>,
-    deadline: Duration,
-    rate: Option<f64>,
-    produced: &AtomicU64,
-) -> Result<(), inbox::CoreGone> {
-    let started = Instant::now();
-    let started_ns = frame::now_ns();
-    let mut count = 0u64;
-    let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
-    let finished = |count: u64| match limit {
-        Some(n) => count == n,
-        None => started.elapsed() >= deadline,
-    };
-    loop {
-        if let Some(next) = due(count) {
-            let elapsed = started.elapsed();
-            if next > elapsed {
-                std::thread::sleep(next - elapsed);
-            }
-        }
-        let mut batch = sender.take()?;
-        let now = started.elapsed();
-        while batch.has_room(payload.len()) && limit.is_none_or(|n| count != n) {
-            let ts = match due(count) {
-                Some(d) if d > now => break,
-                Some(d) => started_ns + d.as_nanos() as u64,
-                None => frame::now_ns(),
-            };
-            batch.push(ts, payload).expect("checked size");
-            count += 1;
-        }
-        if !batch.is_empty() {
-            sender.send(batch)?;
-        }
-        produced.store(count, Ordering::Relaxed);
-        if finished(count) {
-            return Ok(());
-        }
-    }
-}
-
 /// A progress bar on a terminal; nothing when stderr is not one.
 fn progress_bar(
     args: &WalBenchArgs,
@@ -1009,4 +1137,145 @@ fn progress_bar(
         }
         bar.finish_and_clear();
     }))
+}
+
+fn bench(args: BenchArgs) -> Result<i32, Failure> {
+    use crate::constants::{
+        BENCH_SECONDS_MAX, PROBE_BURST_MAX, PROBE_ROUNDS_MAX, PROBE_SILENCE_MS_MAX,
+    };
+    let seconds = |flag: &str, v: f64, zero_ok: bool| {
+        if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) && v <= BENCH_SECONDS_MAX {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(Failure::usage(format!(
+                "{flag} {v}: give seconds, {} {BENCH_SECONDS_MAX}",
+                if zero_ok {
+                    "from 0 to"
+                } else {
+                    "above 0 and at most"
+                }
+            )))
+        }
+    };
+    let duration = seconds("--duration", args.duration, false)?;
+    let warmup = seconds("--warmup", args.warmup, true)?;
+    if args.duration + args.warmup > BENCH_SECONDS_MAX {
+        return Err(Failure::usage(format!(
+            "--duration plus --warmup is at most {BENCH_SECONDS_MAX} s"
+        )));
+    }
+    if args.record_bytes > RECORD_PAYLOAD_BYTES_MAX {
+        return Err(Failure::usage(format!(
+            "--record-bytes {} exceeds the maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes",
+            args.record_bytes
+        )));
+    }
+    if args.cores == 0 || args.cores > SHARDS_MAX as usize {
+        return Err(Failure::usage(format!(
+            "--cores {}: give 1 to {SHARDS_MAX}",
+            args.cores
+        )));
+    }
+    if args.probe_rounds > PROBE_ROUNDS_MAX {
+        return Err(Failure::usage(format!(
+            "--probe-rounds {}: at most {PROBE_ROUNDS_MAX}",
+            args.probe_rounds
+        )));
+    }
+    if args.probe_burst == 0 || args.probe_burst > PROBE_BURST_MAX {
+        return Err(Failure::usage(format!(
+            "--probe-burst {}: give 1 to {PROBE_BURST_MAX} records",
+            args.probe_burst
+        )));
+    }
+    if args.probe_silence_ms > PROBE_SILENCE_MS_MAX {
+        return Err(Failure::usage(format!(
+            "--probe-silence-ms {}: at most {PROBE_SILENCE_MS_MAX}",
+            args.probe_silence_ms
+        )));
+    }
+    let peer = args.peer.as_deref().map(resolve).transpose()?;
+    if let Some(out) = &args.out
+        && out.exists()
+        && !out.is_dir()
+    {
+        return Err(Failure::usage(format!(
+            "--out {}: exists and is not a directory",
+            out.display()
+        )));
+    }
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::operating(format!("creating {}: {e}", dir.display())))?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("ringship-bench-")
+                .tempdir()
+                .map_err(Failure::operating)?;
+            if args.keep {
+                temp.keep()
+            } else {
+                temp.path().to_path_buf()
+            }
+        }
+    };
+    let config = crate::bench::BenchConfig {
+        rate: args.rate,
+        duration,
+        warmup,
+        record_bytes: args.record_bytes,
+        cores: args.cores,
+        durability: args.durability,
+        send_mode: args.send_mode,
+        peer,
+        dir: dir.clone(),
+        probe_rounds: args.probe_rounds,
+        probe_burst: args.probe_burst,
+        probe_silence: Duration::from_millis(args.probe_silence_ms),
+        progress: io::stderr().is_terminal(),
+    };
+    let result = crate::bench::run(&config);
+    if args.dir.is_none() && !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let run = result.map_err(Failure::operating)?;
+    crate::bench::report::print_table(&run.report);
+    if let Some(out) = &args.out {
+        let written = crate::bench::output::write_all(out, &run)
+            .map_err(|e| Failure::operating(format!("writing to {}: {e}", out.display())))?;
+        println!();
+        println!("  wrote {}", out.display());
+        for path in written {
+            println!(
+                "    {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
+        }
+    }
+    if args.keep || args.dir.is_some() {
+        println!("  WALs kept in {}", dir.display());
+    }
+    Ok(EXIT_OK)
+}
+
+fn compare(args: CompareArgs) -> Result<i32, Failure> {
+    let config = crate::compare::CompareConfig {
+        base: args.base,
+        current: args.current,
+        max_regression_pct: args.max_regression_pct,
+        stages: args.stage,
+        percentiles: args.percentiles,
+        force: args.force,
+    };
+    let comparison = crate::compare::compare(&config).map_err(Failure::usage)?;
+    crate::compare::print(&config, &comparison);
+    Ok(if comparison.regressed() {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    })
 }

@@ -160,7 +160,39 @@ pub const ACCEPT_BACKOFF_MS: u64 = 50;
 pub const RECONNECT_BACKOFF_MIN_MS: u64 = 20;
 pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 
+/// Latency histograms cover 1 ns .. 1 hour at 3 significant digits.
+pub const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
+
+/// Interval histograms (one per second, for `.hlog`) kept per stage per
+/// core; later values fold into the last one.
+pub const LATENCY_INTERVALS_MAX: usize = 3_600;
+
+/// `bench --duration` plus `--warmup` at most, in seconds, so the interval
+/// log covers the whole run.
+pub const BENCH_SECONDS_MAX: f64 = 3_000.0;
+
+/// `bench --probe-rounds` at most.
+pub const PROBE_ROUNDS_MAX: u32 = 10_000;
+
+/// `bench --probe-burst` records at most per idle-tail round.
+pub const PROBE_BURST_MAX: u32 = 100_000;
+
+/// `bench --probe-silence-ms` at most.
+pub const PROBE_SILENCE_MS_MAX: u64 = 600_000;
+
+/// How long bench waits for the idle-tail probe's last record to be
+/// acknowledged before reporting the round as lost.
+pub const PROBE_ACK_WAIT_MS: u64 = 30_000;
+
+/// A bench report read by `compare` is at most this large; anything bigger
+/// is not one of ours and is refused before it is read.
+pub const REPORT_BYTES_MAX: u64 = 1 << 20;
+
+/// Reports on one side of a `compare` at most.
+pub const COMPARE_RUNS_MAX: usize = 1_000;
+
 const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 8);
+const _: () = assert!((BENCH_SECONDS_MAX as usize) < LATENCY_INTERVALS_MAX);
 const _: () = assert!(SEND_CHUNK_BYTES >= RECORD_BYTES_MAX);
 const _: () = assert!(RECV_BUFFER_BYTES >= 2 * RECORD_BYTES_MAX);
 const _: () = assert!(SEND_INFLIGHT_BYTES_MAX >= SEND_CHUNK_BYTES as u64);

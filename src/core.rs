@@ -15,11 +15,13 @@
 //! completes. There is no timer anywhere in it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::constants::RING_SLOTS_MAX;
 use crate::inbox::{Batch, BatchKind, InboxReceiver, Next};
 use crate::io::{Completion, Ring, RingError, RingFlags, pin_current_thread};
+use crate::latency::Window;
 use crate::ship::{ShipConfig, ShipError, ShipStats, Shipper};
 use crate::wal::writer::WAL_TOKEN_BITS;
 use crate::wal::{Durability, ShardScan, Stage, WalError, WalWriter};
@@ -62,6 +64,9 @@ pub struct CoreConfig {
     /// Once the inbox is closed and everything is durable, how long to keep
     /// trying to get it acknowledged before giving up.
     pub ack_timeout: Duration,
+    /// Count latency only inside this window, by interval (`bench`); `None`
+    /// counts every record.
+    pub latency_window: Option<Arc<Window>>,
 }
 
 /// What a core did, returned when its inbox closes and everything is durable.
@@ -118,6 +123,7 @@ pub fn run(
     // segment's fd, which must stay open until then.
     let (mut wal, recovered) =
         WalWriter::open(&config.dir, config.shard, config.durability, TOKEN_WAL)?;
+    wal.set_latency_window(config.latency_window.clone());
     let mut ring = Ring::new(config.cpu)?;
     let mut shipper = match &config.ship {
         Some(ship) => {
@@ -134,6 +140,9 @@ pub fn run(
         }
         None => None,
     };
+    if let Some(s) = shipper.as_mut() {
+        s.set_latency_window(config.latency_window.clone());
+    }
     listener.on_ready(wal.durable_seq());
     let mut wake_buf = Some(vec![0u8; 8]);
     let mut first_appended_seq = None;

@@ -56,13 +56,16 @@
 
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod constants;
 pub mod core;
 pub mod frame;
 pub mod inbox;
 pub mod ingest;
 pub mod io;
+pub mod latency;
 pub mod protocol;
 pub mod receive;
 pub mod report;

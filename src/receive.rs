@@ -30,6 +30,7 @@ use crate::constants::{
 use crate::core::{self, CoreConfig, DurableListener};
 use crate::frame;
 use crate::inbox::{self, Batch, InboxSender};
+use crate::latency::{Recorder, Window};
 use crate::protocol::{self, HELLO_BYTES, Hello, ProtocolError, WelcomeStatus};
 use crate::wal::Durability;
 
@@ -39,8 +40,12 @@ pub struct ReceiverConfig {
     pub dir: PathBuf,
     pub durability: Durability,
     /// Cores to spread connections over (connection k's core is pinned to
-    /// CPU shard % cores); `None` leaves them unpinned.
+    /// CPU first_cpu + shard % cores); `None` leaves them unpinned.
     pub cores: Option<usize>,
+    pub first_cpu: usize,
+    /// Count append → durable (the records' own append timestamps, so
+    /// append → *remote* durable) only inside this window (`bench`).
+    pub latency_window: Option<Arc<Window>>,
 }
 
 /// Totals over a receiver's life, for its summary line.
@@ -63,6 +68,9 @@ struct Shared {
     stop: AtomicBool,
     active: Mutex<Active>,
     stats: ReceiverStats,
+    /// append → durable here, merged from every connection's core as it
+    /// finishes.
+    remote_durable: Mutex<Recorder>,
 }
 
 /// The (source, shard) pairs being served, so that two connections never
@@ -105,6 +113,7 @@ impl Receiver {
                 stop: AtomicBool::new(false),
                 active: Mutex::new(Active::default()),
                 stats: ReceiverStats::default(),
+                remote_durable: Mutex::new(Recorder::new()),
             }),
         })
     }
@@ -168,17 +177,23 @@ impl Receiver {
             refused: self.shared.stats.refused.load(Ordering::Relaxed),
             records: self.shared.stats.records.load(Ordering::Relaxed),
             payload_bytes: self.shared.stats.payload_bytes.load(Ordering::Relaxed),
+            append_to_durable_ns: std::mem::take(
+                &mut *self.shared.remote_durable.lock().expect("not poisoned"),
+            ),
         })
     }
 }
 
 /// A receiver's totals once it has stopped.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReceiverTotals {
     pub connections: u64,
     pub refused: u64,
     pub records: u64,
     pub payload_bytes: u64,
+    /// Each record's append (on the shipper) → durable here; meaningful
+    /// only when both share a clock.
+    pub append_to_durable_ns: Recorder,
 }
 
 /// Sends acks from the connection's core, and tells the reader when the WAL
@@ -307,10 +322,13 @@ fn serve_source(
     let core_config = CoreConfig {
         dir: config.dir.join(&hello.source),
         shard: hello.shard,
-        cpu: config.cores.map(|n| hello.shard as usize % n.max(1)),
+        cpu: config
+            .cores
+            .map(|n| config.first_cpu + hello.shard as usize % n.max(1)),
         durability: config.durability,
         ship: None,
         ack_timeout: Duration::ZERO,
+        latency_window: config.latency_window.clone(),
     };
     let core = std::thread::Builder::new()
         .name(format!("ringship-rcore-{}-{}", hello.source, hello.shard))
@@ -331,7 +349,11 @@ fn serve_source(
     // Whatever ended the stream, what was verified is persisted and acked.
     sender.close();
     match core.join() {
-        Ok(Ok(_)) => {}
+        Ok(Ok(report)) => shared
+            .remote_durable
+            .lock()
+            .expect("not poisoned")
+            .merge(&report.wal.append_to_durable_ns),
         Ok(Err(e)) => return Err(ServeError::Storage(e.to_string())),
         Err(_) => return Err(ServeError::Storage("the core panicked".into())),
     }

@@ -38,8 +38,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
 use crate::constants::{
     CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS,
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX,
@@ -47,10 +45,10 @@ use crate::constants::{
 };
 use crate::frame;
 use crate::io::{Completion, Ring};
+use crate::latency::{Recorder, Window};
 use crate::protocol::{self, ACK_BYTES, Hello, WELCOME_BYTES};
 use crate::wal::WalWriter;
 use crate::wal::segment::{parse_segment_file_name, segment_file_name, shard_dir};
-use crate::wal::writer::LATENCY_NS_MAX;
 
 /// How the shipper moves bytes from segment to socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -65,6 +63,16 @@ pub enum SendMode {
     Zc,
     /// pread into a buffer, then io_uring SEND: the baseline.
     Copy,
+}
+
+impl std::fmt::Display for SendMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendMode::Splice => "splice",
+            SendMode::Zc => "zc",
+            SendMode::Copy => "copy",
+        })
+    }
 }
 
 /// Where and how to ship.
@@ -120,8 +128,10 @@ pub struct ShipStats {
     /// (IORING_NOTIF_USAGE_ZC_COPIED; always all of them on loopback).
     pub zc_copied_bytes: u64,
     pub segments_deleted: u64,
+    /// append_ts → handed to the socket (the send or splice completed).
+    pub append_to_sent_ns: Recorder,
     /// append_ts → ack received, per record: the headline latency.
-    pub append_to_acked_ns: Histogram<u64>,
+    pub append_to_acked_ns: Recorder,
 }
 
 const KIND_SEND: u64 = 1;
@@ -222,6 +232,11 @@ pub struct Shipper {
     position: Option<Position>,
     /// Seq of the next record to send.
     send_seq: u64,
+    /// Last seq of the send or splice in flight.
+    chunk_last_seq: u64,
+    /// Highest seq counted in append → sent; never moves back, so records
+    /// sent again after a reconnect are not counted twice.
+    sent_noted_seq: u64,
     acked_seq: u64,
     /// (seq, append_ts_ns, encoded bytes) of records sent and not acked.
     inflight: VecDeque<(u64, u64, u32)>,
@@ -324,6 +339,8 @@ impl Shipper {
             jitter: frame::now_ns() | 1,
             position: None,
             send_seq: 0,
+            chunk_last_seq: 0,
+            sent_noted_seq: 0,
             acked_seq: 0,
             inflight: VecDeque::with_capacity(SEND_INFLIGHT_RECORDS_MAX),
             inflight_bytes: 0,
@@ -342,8 +359,8 @@ impl Shipper {
                 zc_bytes: 0,
                 zc_copied_bytes: 0,
                 segments_deleted: 0,
-                append_to_acked_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
-                    .expect("static histogram bounds"),
+                append_to_sent_ns: Recorder::new(),
+                append_to_acked_ns: Recorder::new(),
             },
         })
     }
@@ -484,6 +501,7 @@ impl Shipper {
         self.inflight_bytes += bytes;
         self.stats.sent_records += end_seq + 1 - self.send_seq;
         self.send_seq = end_seq + 1;
+        self.chunk_last_seq = end_seq;
         self.splice = Some(SpliceUnit {
             next_bytes: position.offset_bytes,
             end_bytes: end,
@@ -562,6 +580,7 @@ impl Shipper {
         } else {
             let unit = self.splice.take().expect("checked");
             self.position.as_mut().expect("positioned").offset_bytes = unit.end_bytes;
+            self.note_sent(self.chunk_last_seq);
         }
         Ok(())
     }
@@ -862,6 +881,7 @@ impl Shipper {
                 continue;
             }
             self.position.as_mut().expect("positioned").offset_bytes += used as u64;
+            self.chunk_last_seq = self.send_seq - 1;
             self.inflight_bytes += used as u64;
             self.stats.sent_bytes += used as u64;
             self.send_progress = Some((used, 0));
@@ -1013,8 +1033,53 @@ impl Shipper {
             Some(sent)
         } else {
             self.send_progress = None;
+            self.note_sent(self.chunk_last_seq);
             None
         }
+    }
+
+    /// Counts append → sent for every record up to `upto` not counted yet.
+    /// Their timestamps are in the send window (copy, zc) or the durable
+    /// feed (splice), both contiguous by seq.
+    fn note_sent(&mut self, upto: u64) {
+        if upto <= self.sent_noted_seq {
+            return;
+        }
+        let now_ns = frame::now_ns();
+        let from = self.sent_noted_seq + 1;
+        self.sent_noted_seq = upto;
+        let recorder = &mut self.stats.append_to_sent_ns;
+        if self.config.send_mode == SendMode::Splice {
+            let Some(&(front, _)) = self.latency_pending.front() else {
+                return;
+            };
+            let skip = from.saturating_sub(front) as usize;
+            let skip = skip.min(self.latency_pending.len());
+            for &(seq, ts) in self.latency_pending.range(skip..) {
+                if seq > upto {
+                    break;
+                }
+                recorder.record(ts, now_ns);
+            }
+        } else {
+            let Some(&(front, _, _)) = self.inflight.front() else {
+                return;
+            };
+            let skip = from.saturating_sub(front) as usize;
+            let skip = skip.min(self.inflight.len());
+            for &(seq, ts, _) in self.inflight.range(skip..) {
+                if seq > upto {
+                    break;
+                }
+                recorder.record(ts, now_ns);
+            }
+        }
+    }
+
+    /// Counts latency only inside `window` (see [`Window`]).
+    pub fn set_latency_window(&mut self, window: Option<std::sync::Arc<Window>>) {
+        self.stats.append_to_sent_ns.set_window(window.clone());
+        self.stats.append_to_acked_ns.set_window(window);
     }
 
     /// Handles one of this shipper's completions.
@@ -1105,6 +1170,9 @@ impl Shipper {
     }
 
     fn on_acked(&mut self, acked: u64) {
+        // An ack can be handled before the completion of the send it
+        // covers (both in one reap): those records were sent, too.
+        self.note_sent(acked);
         let now_ns = frame::now_ns();
         while let Some(&(seq, ts, len)) = self.inflight.front() {
             if seq > acked {
@@ -1116,9 +1184,7 @@ impl Shipper {
             // feed instead, so records sent by copy are not counted twice.
             if ts != 0 && self.config.send_mode != SendMode::Splice {
                 self.stats.acked_records += 1;
-                self.stats
-                    .append_to_acked_ns
-                    .saturating_record(now_ns.saturating_sub(ts).max(1));
+                self.stats.append_to_acked_ns.record(ts, now_ns);
             }
         }
         while let Some(&(seq, ts)) = self.latency_pending.front() {
@@ -1127,9 +1193,7 @@ impl Shipper {
             }
             self.latency_pending.pop_front();
             self.stats.acked_records += 1;
-            self.stats
-                .append_to_acked_ns
-                .saturating_record(now_ns.saturating_sub(ts).max(1));
+            self.stats.append_to_acked_ns.record(ts, now_ns);
         }
         self.acked_seq = acked;
         self.apply_retention();

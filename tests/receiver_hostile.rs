@@ -22,6 +22,8 @@ fn start(dir: &std::path::Path) -> (SocketAddr, Stopper, std::thread::JoinHandle
             dir: dir.to_path_buf(),
             durability: Durability::Fsync,
             cores: None,
+            first_cpu: 0,
+            latency_window: None,
         },
     )
     .unwrap();

@@ -36,12 +36,10 @@ use crate::constants::{
 };
 use crate::frame::{self, encoded_len_bytes};
 use crate::io::{Completion, Ring};
+use crate::latency::{Recorder, Window};
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::{self, SegmentHeader, create_segment, preallocate, shard_dir};
 use crate::wal::{Durability, WalError};
-
-/// Latency histograms cover 1 ns .. 1 hour at 3 significant digits.
-pub const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
 
 /// The outcome of [`WalWriter::stage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,21 +85,19 @@ pub struct WalStats {
     /// Submit → fdatasync completion of each commit, ns.
     pub commit_latency_ns: Histogram<u64>,
     /// append_ts → durable of each record, ns.
-    pub append_to_durable_ns: Histogram<u64>,
+    pub append_to_durable_ns: Recorder,
 }
 
 impl WalStats {
     fn new() -> WalStats {
-        let histogram =
-            || Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static histogram bounds");
         WalStats {
             commits: 0,
             records: 0,
             payload_bytes: 0,
             short_writes: 0,
             segments_created: 0,
-            commit_latency_ns: histogram(),
-            append_to_durable_ns: histogram(),
+            commit_latency_ns: crate::latency::histogram(),
+            append_to_durable_ns: Recorder::new(),
         }
     }
 }
@@ -293,6 +289,11 @@ impl WalWriter {
     /// in full (rotation waits for them).
     pub fn durable_offset_bytes(&self) -> u64 {
         self.durable_offset_bytes
+    }
+
+    /// Counts append → durable only inside `window` (see [`Window`]).
+    pub fn set_latency_window(&mut self, window: Option<std::sync::Arc<Window>>) {
+        self.stats.append_to_durable_ns.set_window(window);
     }
 
     pub fn stats(&self) -> &WalStats {
@@ -560,9 +561,7 @@ impl WalWriter {
             while at < buf.len() {
                 let (seq, ts, used) = frame::peek_header(&buf[at..]);
                 debug_assert!(seq >= chain.first_seq && seq <= chain.last_seq);
-                self.stats
-                    .append_to_durable_ns
-                    .saturating_record(now_ns.saturating_sub(ts).max(1));
+                self.stats.append_to_durable_ns.record(ts, now_ns);
                 if let Some(feed) = self.durable_feed.as_mut() {
                     if feed.len() == feed.capacity() {
                         feed.pop_front();

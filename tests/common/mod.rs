@@ -46,6 +46,7 @@ pub fn append(dir: &Path, durability: Durability, payloads: &[Vec<u8>]) -> u64 {
         durability,
         ship: None,
         ack_timeout: std::time::Duration::ZERO,
+        latency_window: None,
     };
     let core = std::thread::spawn(move || core::run(&config, receiver, &mut Quiet));
     let mut batch = sender.take().unwrap();

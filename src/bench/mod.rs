@@ -1,0 +1,608 @@
+//! `ringship bench`: the whole pipeline (WAL → ship → receive) under an
+//! open-loop load, with latency at every hop.
+//!
+//! - **Receiver.** Without `--peer`, an in-process [`Receiver`] on an
+//!   ephemeral 127.0.0.1 port, its cores pinned to the CPUs after the
+//!   shipper's.
+//! - **Load.** One generator thread per shipper core. Open loop
+//!   (`--rate N`, split evenly over the cores): record *i* of a core is due
+//!   at `t0 + i / rate` and carries that *intended* time as its append
+//!   timestamp, so a stall anywhere shows up in every stage's latency
+//!   instead of silently slowing the load (coordinated omission, corrected
+//!   as wrk2 does). `--rate max` is closed loop: records are stamped when
+//!   pushed, and the report says that its latencies are not CO-corrected.
+//! - **Stages.** Each core's WAL and shipper keep a [`Recorder`] per stage;
+//!   the receiver keeps append → remote durable. All count only records due
+//!   inside `[t0 + warmup, t0 + warmup + duration)` (a shared [`Window`]),
+//!   and keep 1 s interval histograms for the `.hlog`.
+//! - **Idle-tail probe.** After the load has drained, K rounds of silence
+//!   then a burst on core 0, each reporting the append → acked latency of
+//!   the burst's *last* record: the Pegasus scenario, where the last
+//!   mutation waited for a later write or a heartbeat.
+//!
+//! Generators pace the load with sleeps; nothing in the data path waits on
+//! a timer.
+
+pub mod output;
+pub mod report;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::constants::{CONNECT_TIMEOUT_MS, PROBE_ACK_WAIT_MS};
+use crate::core::{self, CoreConfig, CoreReport, DurableListener};
+use crate::frame;
+use crate::inbox::{self, CoreGone, InboxSender};
+use crate::latency::{Recorder, Window};
+use crate::receive::{Receiver, ReceiverConfig, ReceiverTotals};
+use crate::ship::{SendMode, ShipConfig};
+use crate::wal::Durability;
+
+pub use report::{BenchReport, STAGES, StageSpec};
+
+/// How fast to offer records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Open loop: this many records per second in total.
+    PerSecond(f64),
+    /// Closed loop: as fast as the pipeline takes them.
+    Max,
+}
+
+/// What a bench run does.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub rate: Rate,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub record_bytes: usize,
+    pub cores: usize,
+    pub durability: Durability,
+    pub send_mode: SendMode,
+    /// An external receiver; `None` runs one in-process.
+    pub peer: Option<SocketAddr>,
+    /// Root for the shipper's WAL (`DIR/ship`) and the in-process
+    /// receiver's (`DIR/recv`).
+    pub dir: PathBuf,
+    pub probe_rounds: u32,
+    pub probe_burst: u32,
+    pub probe_silence: Duration,
+    /// Show a progress bar (stderr is a terminal).
+    pub progress: bool,
+}
+
+/// A finished run: the report, and the merged recorders behind it.
+pub struct BenchRun {
+    pub report: BenchReport,
+    /// One per entry of [`STAGES`] that has data (remote durable only with
+    /// the in-process receiver).
+    pub stages: Vec<(&'static StageSpec, Recorder)>,
+    /// Wall-clock ns of interval 0 (the load's start).
+    pub origin_ns: u64,
+}
+
+/// Why a bench run failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(pub String);
+
+impl BenchError {
+    fn new(e: impl std::fmt::Display) -> BenchError {
+        BenchError(e.to_string())
+    }
+}
+
+/// How long a core may make no acknowledgement progress before the run is
+/// failed, while draining and at the end.
+const ACK_STALL: Duration = Duration::from_millis(PROBE_ACK_WAIT_MS);
+
+/// The source name the shipper uses with the in-process receiver.
+const EMBEDDED_SOURCE: &str = "bench";
+
+/// The peer's acknowledgements as the core sees them, for the generator
+/// thread to wait on: the acked seq, and when it first reached `target`.
+#[derive(Default)]
+struct AckWatch {
+    state: Mutex<AckState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct AckState {
+    acked: u64,
+    target: u64,
+    reached_at_ns: Option<u64>,
+}
+
+impl AckWatch {
+    /// Waits until `target` is acknowledged; returns the wall-clock ns at
+    /// which the core handled that ack. Fails if acknowledgements stop
+    /// advancing for [`ACK_STALL`].
+    fn wait_for(&self, target: u64) -> Result<u64, BenchError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.target = target;
+        state.reached_at_ns = (state.acked >= target).then(frame::now_ns);
+        let mut last = (state.acked, Instant::now());
+        loop {
+            if let Some(at) = state.reached_at_ns {
+                return Ok(at);
+            }
+            let (next, _) = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(100))
+                .expect("not poisoned");
+            state = next;
+            if state.acked != last.0 {
+                last = (state.acked, Instant::now());
+            } else if last.1.elapsed() >= ACK_STALL {
+                return Err(BenchError(format!(
+                    "the peer acknowledged nothing for {} s (acked seq {}, waiting for {target})",
+                    ACK_STALL.as_secs(),
+                    state.acked
+                )));
+            }
+        }
+    }
+}
+
+/// A shipper core's listener: readiness, and acks for [`AckWatch`].
+struct BenchListener {
+    ready: Option<mpsc::Sender<u64>>,
+    watch: Arc<AckWatch>,
+}
+
+impl DurableListener for BenchListener {
+    fn on_ready(&mut self, durable_seq: u64) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(durable_seq);
+        }
+    }
+
+    fn on_durable(&mut self, _durable_seq: u64) {}
+
+    fn on_acked(&mut self, acked_seq: u64) {
+        let now_ns = frame::now_ns();
+        let mut state = self.watch.state.lock().expect("not poisoned");
+        state.acked = acked_seq;
+        if state.target != 0 && acked_seq >= state.target && state.reached_at_ns.is_none() {
+            state.reached_at_ns = Some(now_ns);
+        }
+        drop(state);
+        self.watch.changed.notify_all();
+    }
+}
+
+struct ShipCore {
+    /// `None` only while a generator thread holds it.
+    sender: Option<InboxSender>,
+    /// Seq of the last record already in the WAL when it opened.
+    base_seq: u64,
+    watch: Arc<AckWatch>,
+    handle: std::thread::JoinHandle<Result<CoreReport, core::CoreError>>,
+}
+
+/// CPU time (user, system) and max RSS of the whole process so far.
+fn rusage() -> (Duration, Duration, u64) {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+            };
+            (
+                tv(u.user_time()),
+                tv(u.system_time()),
+                u.max_rss() as u64 * 1024,
+            )
+        }
+        Err(_) => (Duration::ZERO, Duration::ZERO, 0),
+    }
+}
+
+/// Runs the bench: receiver, cores, load, drain, probe, shutdown.
+pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
+    let (user_before, sys_before, _) = rusage();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let window = Arc::new(Window::default());
+
+    // The receiver: in-process on its own cores, or the given peer.
+    let (peer, source, receiver) = match config.peer {
+        Some(peer) => {
+            TcpStream::connect_timeout(&peer, Duration::from_millis(CONNECT_TIMEOUT_MS))
+                .map_err(|e| BenchError(format!("cannot reach --peer {peer}: {e}")))?;
+            // A fresh source per run: the peer may hold earlier runs' data.
+            let source = format!("bench-{}", frame::now_ns());
+            (peer, source, None)
+        }
+        None => {
+            let receiver = Receiver::bind(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                ReceiverConfig {
+                    dir: config.dir.join("recv"),
+                    durability: config.durability,
+                    cores: Some(cpus.saturating_sub(config.cores).max(1)),
+                    first_cpu: config.cores % cpus,
+                    latency_window: Some(window.clone()),
+                },
+            )
+            .map_err(|e| BenchError(format!("starting the in-process receiver: {e}")))?;
+            let addr = receiver.local_addr().map_err(BenchError::new)?;
+            let stopper = receiver.stopper();
+            let handle = std::thread::Builder::new()
+                .name("ringship-bench-recv".into())
+                .spawn(move || receiver.run())
+                .map_err(BenchError::new)?;
+            (addr, EMBEDDED_SOURCE.to_string(), Some((stopper, handle)))
+        }
+    };
+    let stop_receiver = |receiver: Option<(
+        crate::receive::Stopper,
+        std::thread::JoinHandle<std::io::Result<ReceiverTotals>>,
+    )>| {
+        receiver.map(|(stopper, handle)| {
+            stopper.stop();
+            handle.join()
+        })
+    };
+
+    // The shipper cores, each with its WAL open before the load starts.
+    let mut cores = Vec::with_capacity(config.cores);
+    let mut opened = Ok(());
+    for shard in 0..config.cores {
+        match start_core(config, shard, peer, &source, &window, cpus) {
+            Ok(core) => cores.push(core),
+            Err(e) => {
+                opened = Err(e);
+                break;
+            }
+        }
+    }
+    if let Err(e) = opened {
+        for core in cores {
+            drop(core.sender);
+            let _ = core.handle.join();
+        }
+        let _ = stop_receiver(receiver);
+        return Err(e);
+    }
+
+    let result = drive(config, &mut cores, &window);
+    // Whatever happened, close the inboxes so every core drains and stops.
+    let mut reports = Vec::with_capacity(cores.len());
+    let mut core_error = None;
+    for core in cores {
+        drop(core.sender);
+        match core.handle.join() {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(e)) => core_error = core_error.or(Some(BenchError::new(e))),
+            Err(_) => core_error = core_error.or(Some(BenchError("a core panicked".into()))),
+        }
+    }
+    let totals = match stop_receiver(receiver) {
+        Some(Ok(Ok(totals))) => Some(totals),
+        Some(Ok(Err(e))) => return Err(BenchError(format!("the in-process receiver: {e}"))),
+        Some(Err(_)) => return Err(BenchError("the in-process receiver panicked".into())),
+        None => None,
+    };
+    if let Some(e) = core_error {
+        return Err(e);
+    }
+    let driven = result?;
+    let (user_after, sys_after, max_rss_bytes) = rusage();
+
+    // Merge each stage over the cores.
+    let mut durable = Recorder::new();
+    let mut sent = Recorder::new();
+    let mut acked = Recorder::new();
+    for r in &reports {
+        durable.merge(&r.wal.append_to_durable_ns);
+        if let Some(s) = &r.ship {
+            sent.merge(&s.append_to_sent_ns);
+            acked.merge(&s.append_to_acked_ns);
+        }
+    }
+    let mut stages = vec![
+        (&STAGES[0], durable),
+        (&STAGES[1], sent),
+        (&STAGES[2], acked),
+    ];
+    if let Some(totals) = &totals {
+        stages.push((&STAGES[3], totals.append_to_durable_ns.clone()));
+    }
+    let report = report::build(
+        config,
+        &reports,
+        &stages,
+        &driven,
+        report::Usage {
+            user: user_after.saturating_sub(user_before),
+            system: sys_after.saturating_sub(sys_before),
+            max_rss_bytes,
+        },
+    );
+    Ok(BenchRun {
+        report,
+        stages,
+        origin_ns: driven.origin_ns,
+    })
+}
+
+fn start_core(
+    config: &BenchConfig,
+    shard: usize,
+    peer: SocketAddr,
+    source: &str,
+    window: &Arc<Window>,
+    cpus: usize,
+) -> Result<ShipCore, BenchError> {
+    let (sender, receiver) = inbox::inbox().map_err(BenchError::new)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let watch = Arc::new(AckWatch::default());
+    let mut listener = BenchListener {
+        ready: Some(ready_tx),
+        watch: watch.clone(),
+    };
+    let core_config = CoreConfig {
+        dir: config.dir.join("ship"),
+        shard: shard as u32,
+        cpu: Some(shard % cpus),
+        durability: config.durability,
+        ship: Some(ShipConfig {
+            peer,
+            source: source.to_string(),
+            send_mode: config.send_mode,
+            retain_segments: None,
+        }),
+        ack_timeout: ACK_STALL,
+        latency_window: Some(window.clone()),
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("ringship-core-{shard}"))
+        .spawn(move || core::run(&core_config, receiver, &mut listener))
+        .map_err(BenchError::new)?;
+    match ready_rx.recv() {
+        Ok(base_seq) => Ok(ShipCore {
+            sender: Some(sender),
+            base_seq,
+            watch,
+            handle,
+        }),
+        Err(_) => Err(match handle.join() {
+            Ok(Err(e)) => BenchError::new(e),
+            _ => BenchError(format!("core {shard} stopped while opening its WAL")),
+        }),
+    }
+}
+
+/// What the driver measured itself.
+pub struct Driven {
+    pub origin_ns: u64,
+    /// Records offered during warmup + duration, over all cores.
+    pub load_records: u64,
+    /// From the end of the load until every core's last record was acked.
+    pub drain: Duration,
+    /// append → acked of each idle-tail round's last record.
+    pub probe_ns: Vec<u64>,
+}
+
+/// Load, drain, probe.
+fn drive(
+    config: &BenchConfig,
+    cores: &mut [ShipCore],
+    window: &Window,
+) -> Result<Driven, BenchError> {
+    let payload = vec![b'x'; config.record_bytes];
+    let load = config.warmup + config.duration;
+    let per_core_rate = match config.rate {
+        Rate::PerSecond(r) => Some(r / cores.len() as f64),
+        Rate::Max => None,
+    };
+    let started = Instant::now();
+    let origin_ns = frame::now_ns();
+    window.open(
+        origin_ns,
+        origin_ns + config.warmup.as_nanos() as u64,
+        origin_ns + load.as_nanos() as u64,
+    );
+    let produced: Vec<Arc<AtomicU64>> = cores.iter().map(|_| Arc::default()).collect();
+    let progress = config.progress.then(|| {
+        let bar = indicatif::ProgressBar::new((load.as_secs_f64() * 10.0).ceil() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>8} {bar:40} {msg}")
+                .expect("static template"),
+        );
+        bar.set_prefix("load");
+        bar
+    });
+
+    let counts: Vec<Result<u64, CoreGone>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cores
+            .iter_mut()
+            .zip(&produced)
+            .map(|(core, produced)| {
+                let payload = &payload;
+                let sender = core.sender.take().expect("held by the bench");
+                scope.spawn(move || {
+                    let count = generate(
+                        &sender,
+                        payload,
+                        Schedule {
+                            started,
+                            started_ns: origin_ns,
+                            rate: per_core_rate,
+                            limit: None,
+                            deadline: load,
+                        },
+                        produced,
+                    );
+                    (sender, count)
+                })
+            })
+            .collect();
+        // The bar is cosmetic: redrawing it on a tick gates nothing.
+        while handles.iter().any(|h| !h.is_finished()) {
+            if let Some(bar) = &progress {
+                let elapsed = started.elapsed();
+                bar.set_position((elapsed.as_secs_f64() * 10.0) as u64);
+                let phase = if elapsed < config.warmup {
+                    "warmup"
+                } else {
+                    "measuring"
+                };
+                let n: u64 = produced.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+                bar.set_message(format!("{phase} · {n} records"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        handles
+            .into_iter()
+            .zip(cores.iter_mut())
+            .map(|(h, core)| {
+                let (sender, count) = h.join().expect("generator does not panic");
+                core.sender = Some(sender);
+                count
+            })
+            .collect()
+    });
+    let load_end = Instant::now();
+    let mut counts_ok = Vec::with_capacity(counts.len());
+    for (shard, count) in counts.into_iter().enumerate() {
+        // A core that went away reports its error when it is joined.
+        counts_ok
+            .push(count.map_err(|_| BenchError(format!("core {shard} stopped during the load")))?);
+    }
+
+    if let Some(bar) = &progress {
+        bar.set_prefix("drain");
+        bar.set_message("waiting for every record to be acknowledged");
+    }
+    for (core, &count) in cores.iter().zip(&counts_ok) {
+        core.watch.wait_for(core.base_seq + count)?;
+    }
+    let drain = load_end.elapsed();
+
+    // The idle-tail probe on core 0.
+    let mut probe_ns = Vec::with_capacity(config.probe_rounds as usize);
+    let core = &cores[0];
+    let mut next_seq = core.base_seq + counts_ok[0];
+    if let Some(bar) = &progress {
+        bar.set_prefix("probe");
+        bar.set_length(u64::from(config.probe_rounds));
+        bar.set_position(0);
+    }
+    for round in 0..config.probe_rounds {
+        if let Some(bar) = &progress {
+            bar.set_position(u64::from(round));
+            bar.set_message(format!(
+                "idle-tail round {}/{}: {} ms silence, then {} records",
+                round + 1,
+                config.probe_rounds,
+                config.probe_silence.as_millis(),
+                config.probe_burst
+            ));
+        }
+        std::thread::sleep(config.probe_silence);
+        let sender = core.sender.as_ref().expect("held by the bench");
+        let (records, last_ts) = burst(sender, &payload, config.probe_burst)
+            .map_err(|_| BenchError("core 0 stopped during the idle-tail probe".into()))?;
+        next_seq += records;
+        let acked_at = core.watch.wait_for(next_seq)?;
+        probe_ns.push(acked_at.saturating_sub(last_ts).max(1));
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(Driven {
+        origin_ns,
+        load_records: counts_ok.iter().sum(),
+        drain,
+        probe_ns,
+    })
+}
+
+/// Pushes `records` records as fast as the inbox takes them, each stamped
+/// when pushed; returns how many, and the last one's stamp.
+fn burst(sender: &InboxSender, payload: &[u8], records: u32) -> Result<(u64, u64), CoreGone> {
+    let mut pushed = 0u64;
+    let mut last_ts = 0;
+    while pushed < u64::from(records) {
+        let mut batch = sender.take()?;
+        while pushed < u64::from(records) && batch.has_room(payload.len()) {
+            last_ts = frame::now_ns();
+            batch.push(last_ts, payload).expect("checked size");
+            pushed += 1;
+        }
+        sender.send(batch)?;
+    }
+    Ok((pushed, last_ts))
+}
+
+/// When a generator offers records.
+pub(crate) struct Schedule {
+    pub started: Instant,
+    /// `started` on the wall clock, the base of intended timestamps.
+    pub started_ns: u64,
+    /// Records per second (open loop), or `None` (closed loop).
+    pub rate: Option<f64>,
+    /// Stop after this many records instead of at `deadline`.
+    pub limit: Option<u64>,
+    pub deadline: Duration,
+}
+
+/// The load generator. Closed loop (no rate): fills batches as fast as the
+/// core drains them, stamping each record when pushed. Open loop: record i
+/// is due at start + i/rate and carries that intended time as its append
+/// timestamp, as wrk2 does against coordinated omission; records already
+/// due go out together in one batch. Sleeping here paces the *load*;
+/// nothing in the data path waits on it. Returns the records offered.
+pub(crate) fn generate(
+    sender: &InboxSender,
+    payload: &[u8],
+    schedule: Schedule,
+    produced: &AtomicU64,
+) -> Result<u64, CoreGone> {
+    let Schedule {
+        started,
+        started_ns,
+        rate,
+        limit,
+        deadline,
+    } = schedule;
+    let mut count = 0u64;
+    let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
+    let finished = |count: u64| match limit {
+        Some(n) => count == n,
+        None => started.elapsed() >= deadline,
+    };
+    loop {
+        if let Some(next) = due(count) {
+            let elapsed = started.elapsed();
+            if next > elapsed {
+                std::thread::sleep((next - elapsed).min(deadline.saturating_sub(elapsed)));
+            }
+        }
+        if finished(count) {
+            return Ok(count);
+        }
+        let mut batch = sender.take()?;
+        let now = started.elapsed();
+        while batch.has_room(payload.len()) && limit.is_none_or(|n| count != n) {
+            let ts = match due(count) {
+                Some(d) if d > now || d >= deadline => break,
+                Some(d) => started_ns + d.as_nanos() as u64,
+                None => frame::now_ns(),
+            };
+            batch.push(ts, payload).expect("checked size");
+            count += 1;
+        }
+        // Sent even if empty (possible only at the deadline), so that the
+        // batch goes back to the pool.
+        sender.send(batch)?;
+        produced.store(count, Ordering::Relaxed);
+        if finished(count) {
+            return Ok(count);
+        }
+    }
+}

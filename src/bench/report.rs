@@ -1,0 +1,364 @@
+//! The bench report: `summary.json` and the table on stdout.
+//!
+//! Every figure's field name ends in its unit (`_ns`, `_bytes`, `_per_s`).
+//! `format` and `format_version` name the layout; `compare` refuses a
+//! report of another version. `config` holds exactly what must match for
+//! two runs to be comparable; `environment` holds what is recorded but
+//! not compared.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::bench::{BenchConfig, Driven, Rate};
+use crate::core::CoreReport;
+use crate::latency::Recorder;
+use crate::report::{LatencySummary, human_ns, kernel_release};
+
+/// `summary.json`'s `format`.
+pub const REPORT_FORMAT: &str = "ringship-bench";
+/// `summary.json`'s `format_version`; bump it when a field changes meaning.
+pub const REPORT_FORMAT_VERSION: u64 = 1;
+
+/// A measured stage.
+#[derive(Debug)]
+pub struct StageSpec {
+    /// The key in `summary.json`, the `.hgrm` file name and the `.hlog` tag.
+    pub key: &'static str,
+    pub label: &'static str,
+    /// Measured against the shipper's clock on another machine.
+    pub needs_shared_clock: bool,
+}
+
+/// Every stage, in data-path order; `append_to_acked` is the headline.
+pub const STAGES: [StageSpec; 4] = [
+    StageSpec {
+        key: "append_to_durable",
+        label: "append → durable",
+        needs_shared_clock: false,
+    },
+    StageSpec {
+        key: "append_to_sent",
+        label: "append → sent",
+        needs_shared_clock: false,
+    },
+    StageSpec {
+        key: "append_to_acked",
+        label: "append → acked",
+        needs_shared_clock: false,
+    },
+    StageSpec {
+        key: "append_to_remote_durable",
+        label: "append → remote durable",
+        needs_shared_clock: true,
+    },
+];
+
+/// The stage `compare` tracks by default.
+pub const HEADLINE_STAGE: &str = "append_to_acked";
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub format: &'static str,
+    pub format_version: u64,
+    pub ringship_version: &'static str,
+    pub config: Settings,
+    pub environment: Environment,
+    pub results: Results,
+    pub stages: BTreeMap<&'static str, StageFigures>,
+    pub idle_tail: IdleTail,
+    pub notes: Vec<String>,
+}
+
+/// What must match for two runs to be compared.
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    /// Offered records per second over all cores; `null` for `--rate max`.
+    pub rate_per_s: Option<f64>,
+    /// Latencies are measured from each record's intended time.
+    pub co_corrected: bool,
+    pub duration_ns: u64,
+    pub warmup_ns: u64,
+    pub record_payload_bytes: usize,
+    pub cores: usize,
+    pub durability: String,
+    pub send_mode: String,
+    /// `embedded` (in-process, loopback) or `peer`.
+    pub receiver: &'static str,
+    pub probe_rounds: u32,
+    pub probe_burst_records: u32,
+    pub probe_silence_ns: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Environment {
+    pub kernel: String,
+    pub ring_flags: String,
+    pub cpus: usize,
+    pub peer: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// Records offered during warmup and measurement, all cores.
+    pub offered_records: u64,
+    /// Records due inside the measured window (append → acked count).
+    pub measured_records: u64,
+    pub records_per_s: f64,
+    pub payload_bytes_per_s: f64,
+    /// From the end of the load until the last record was acknowledged.
+    pub drain_ns: u64,
+    /// Whole process (shipper, receiver, generators), start to end.
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    pub cpu_ns: u64,
+    pub max_rss_bytes: u64,
+    pub commits: u64,
+    pub sent_bytes: u64,
+    pub copy_bytes: u64,
+    pub splice_bytes: u64,
+    pub zc_bytes: u64,
+    pub zc_copied_bytes: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageFigures {
+    pub label: &'static str,
+    pub needs_shared_clock: bool,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+    pub mean_ns: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdleTail {
+    pub rounds: u32,
+    pub burst_records: u32,
+    pub silence_ns: u64,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+    /// append → acked p99 of the steady-state load, for comparison.
+    pub steady_p99_ns: u64,
+    pub samples_ns: Vec<u64>,
+}
+
+/// CPU and memory of the whole process over the run.
+pub struct Usage {
+    pub user: Duration,
+    pub system: Duration,
+    pub max_rss_bytes: u64,
+}
+
+pub(crate) fn build(
+    config: &BenchConfig,
+    cores: &[CoreReport],
+    stages: &[(&'static StageSpec, Recorder)],
+    driven: &Driven,
+    usage: Usage,
+) -> BenchReport {
+    let figures: BTreeMap<&'static str, StageFigures> = stages
+        .iter()
+        .map(|(spec, recorder)| {
+            let h = recorder.total();
+            (
+                spec.key,
+                StageFigures {
+                    label: spec.label,
+                    needs_shared_clock: spec.needs_shared_clock,
+                    latency: LatencySummary::of(h),
+                    mean_ns: if h.is_empty() { 0 } else { h.mean() as u64 },
+                },
+            )
+        })
+        .collect();
+    let acked = figures
+        .get(HEADLINE_STAGE)
+        .map(|f| f.latency)
+        .unwrap_or_default();
+    let secs = config.duration.as_secs_f64();
+    let sum = |f: &dyn Fn(&crate::ship::ShipStats) -> u64| -> u64 {
+        cores.iter().filter_map(|c| c.ship.as_ref()).map(f).sum()
+    };
+    let mut probe = crate::latency::histogram();
+    for &v in &driven.probe_ns {
+        probe.saturating_record(v);
+    }
+    let mut notes = Vec::new();
+    if config.rate == Rate::Max {
+        notes.push(
+            "--rate max is closed loop: records are stamped when the generator pushes them, \
+             so these latencies are NOT corrected for coordinated omission"
+                .to_string(),
+        );
+    }
+    if config.peer.is_some() {
+        notes.push(
+            "append_to_remote_durable is not measured with --peer (it is the peer's own figure)"
+                .to_string(),
+        );
+    } else {
+        notes.push(
+            "append_to_remote_durable compares the shipper's and the receiver's clocks; both \
+             are this process here"
+                .to_string(),
+        );
+    }
+    BenchReport {
+        format: REPORT_FORMAT,
+        format_version: REPORT_FORMAT_VERSION,
+        ringship_version: env!("CARGO_PKG_VERSION"),
+        config: Settings {
+            rate_per_s: match config.rate {
+                Rate::PerSecond(r) => Some(r),
+                Rate::Max => None,
+            },
+            co_corrected: config.rate != Rate::Max,
+            duration_ns: config.duration.as_nanos() as u64,
+            warmup_ns: config.warmup.as_nanos() as u64,
+            record_payload_bytes: config.record_bytes,
+            cores: config.cores,
+            durability: config.durability.to_string(),
+            send_mode: config.send_mode.to_string(),
+            receiver: if config.peer.is_some() {
+                "peer"
+            } else {
+                "embedded"
+            },
+            probe_rounds: config.probe_rounds,
+            probe_burst_records: config.probe_burst,
+            probe_silence_ns: config.probe_silence.as_nanos() as u64,
+        },
+        environment: Environment {
+            kernel: kernel_release(),
+            ring_flags: cores
+                .first()
+                .map(|c| c.ring_flags.to_string())
+                .unwrap_or_default(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            peer: config.peer.map(|p| p.to_string()),
+        },
+        results: Results {
+            offered_records: driven.load_records,
+            measured_records: acked.count,
+            records_per_s: acked.count as f64 / secs,
+            payload_bytes_per_s: (acked.count * config.record_bytes as u64) as f64 / secs,
+            drain_ns: driven.drain.as_nanos() as u64,
+            cpu_user_ns: usage.user.as_nanos() as u64,
+            cpu_system_ns: usage.system.as_nanos() as u64,
+            cpu_ns: (usage.user + usage.system).as_nanos() as u64,
+            max_rss_bytes: usage.max_rss_bytes,
+            commits: cores.iter().map(|c| c.wal.commits).sum(),
+            sent_bytes: sum(&|s| s.sent_bytes),
+            copy_bytes: sum(&|s| s.copy_bytes),
+            splice_bytes: sum(&|s| s.splice_bytes),
+            zc_bytes: sum(&|s| s.zc_bytes),
+            zc_copied_bytes: sum(&|s| s.zc_copied_bytes),
+            connects: sum(&|s| s.connects),
+            disconnects: sum(&|s| s.disconnects),
+        },
+        stages: figures,
+        idle_tail: IdleTail {
+            rounds: config.probe_rounds,
+            burst_records: config.probe_burst,
+            silence_ns: config.probe_silence.as_nanos() as u64,
+            latency: LatencySummary::of(&probe),
+            steady_p99_ns: acked.p99_ns,
+            samples_ns: driven.probe_ns.clone(),
+        },
+        notes,
+    }
+}
+
+/// The table on stdout.
+pub fn print_table(r: &BenchReport) {
+    let c = &r.config;
+    let rate = match c.rate_per_s {
+        Some(rate) => format!("{rate:.0} records/s offered (open loop, CO-corrected)"),
+        None => "max rate (closed loop, NOT CO-corrected)".to_string(),
+    };
+    println!(
+        "ringship bench · {rate} · {} B records · {} core{} · durability {} · send {} · receiver {}",
+        c.record_payload_bytes,
+        c.cores,
+        if c.cores == 1 { "" } else { "s" },
+        c.durability,
+        c.send_mode,
+        r.environment.peer.as_deref().unwrap_or("in-process")
+    );
+    println!(
+        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · {} CPUs",
+        c.duration_ns as f64 / 1e9,
+        c.warmup_ns as f64 / 1e9,
+        r.environment.kernel,
+        r.environment.ring_flags,
+        r.environment.cpus
+    );
+    println!();
+    println!(
+        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "stage", "p50", "p90", "p99", "p99.9", "p99.99", "max", "count"
+    );
+    let row = |label: &str, s: &LatencySummary| {
+        if s.count == 0 {
+            println!("  {label:<26} {:>9}", "no samples");
+            return;
+        }
+        println!(
+            "  {label:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            human_ns(s.p50_ns),
+            human_ns(s.p90_ns),
+            human_ns(s.p99_ns),
+            human_ns(s.p999_ns),
+            human_ns(s.p9999_ns),
+            human_ns(s.max_ns),
+            s.count
+        );
+    };
+    for spec in &STAGES {
+        if let Some(f) = r.stages.get(spec.key) {
+            let label = if spec.needs_shared_clock {
+                format!("{} *", spec.label)
+            } else {
+                spec.label.to_string()
+            };
+            row(&label, &f.latency);
+        }
+    }
+    let t = &r.idle_tail;
+    row(
+        &format!("idle tail ({} rounds)", t.latency.count),
+        &t.latency,
+    );
+    println!();
+    let res = &r.results;
+    println!(
+        "  {:.0} records/s · {:.2} MB/s payload · CPU {:.2} s (user {:.2} + sys {:.2}) · max RSS {:.1} MB · drain {}",
+        res.records_per_s,
+        res.payload_bytes_per_s / 1e6,
+        res.cpu_ns as f64 / 1e9,
+        res.cpu_user_ns as f64 / 1e9,
+        res.cpu_system_ns as f64 / 1e9,
+        res.max_rss_bytes as f64 / 1e6,
+        human_ns(res.drain_ns)
+    );
+    if t.latency.count > 0 {
+        println!(
+            "  idle tail: each round is {} ms of silence then {} records; p99 {} vs steady-state p99 {}",
+            t.silence_ns / 1_000_000,
+            t.burst_records,
+            human_ns(t.latency.p99_ns),
+            human_ns(t.steady_p99_ns)
+        );
+    }
+    if r.stages.contains_key("append_to_remote_durable") {
+        println!("  * measured across the shipper's and the receiver's clocks (one process here)");
+    }
+    for note in &r.notes {
+        if note.contains("NOT corrected") {
+            println!("  note: {note}");
+        }
+    }
+}

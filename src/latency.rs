@@ -1,0 +1,198 @@
+//! Latency at every hop: one [`Recorder`] per stage per core, merged at the
+//! end.
+//!
+//! A recorder keeps a whole-run HdrHistogram (1 ns .. 1 hour, 3 significant
+//! digits) of `now − start` for every record that passes a stage, where
+//! `start` is the record's append timestamp: the time it was accepted, or,
+//! under an open-loop `bench`, the time it was *due* on the schedule (which
+//! is what corrects for coordinated omission).
+//!
+//! A recorder given a [`Window`] (by `bench`) also
+//! - counts only records whose start lies inside the window, which cuts the
+//!   warmup before it and the idle-tail probe after it; and
+//! - keeps one histogram per [`INTERVAL_NS`] of wall time since the window's
+//!   origin, keyed by when each value was *recorded*, for the `.hlog`
+//!   interval log. No timer is involved: the interval is worked out from the
+//!   completion's own timestamp.
+//!
+//! Recording is on the data path, so it is a few compares and an array
+//! index; interval histograms auto-resize, so they cost memory in
+//! proportion to the range they actually see.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+use crate::constants::{LATENCY_INTERVALS_MAX, LATENCY_NS_MAX};
+
+/// Interval histograms span one second each, as the `.hlog` format expects.
+pub const INTERVAL_NS: u64 = 1_000_000_000;
+
+/// HdrHistogram precision for every latency figure.
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// Which records count, and where interval zero starts. Shared by every
+/// recorder of a run and set once the load is about to start; nothing is
+/// counted before that.
+#[derive(Debug)]
+pub struct Window {
+    from_ns: AtomicU64,
+    until_ns: AtomicU64,
+    origin_ns: AtomicU64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            from_ns: AtomicU64::new(u64::MAX),
+            until_ns: AtomicU64::new(0),
+            origin_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Window {
+    /// Count records whose start is in `[from_ns, until_ns)`; interval 0
+    /// begins at `origin_ns`.
+    pub fn open(&self, origin_ns: u64, from_ns: u64, until_ns: u64) {
+        self.origin_ns.store(origin_ns, Ordering::Relaxed);
+        self.until_ns.store(until_ns, Ordering::Relaxed);
+        // Released last: a recorder that sees `from` sees the rest.
+        self.from_ns.store(from_ns, Ordering::Release);
+    }
+
+    pub fn origin_ns(&self) -> u64 {
+        self.origin_ns.load(Ordering::Relaxed)
+    }
+}
+
+/// One stage's latency on one core.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    total: Histogram<u64>,
+    intervals: Vec<Histogram<u64>>,
+    window: Option<Arc<Window>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+/// A histogram with the bounds every latency figure uses.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, SIGNIFICANT_DIGITS)
+        .expect("static histogram bounds")
+}
+
+impl Recorder {
+    /// A recorder that counts every record and keeps no intervals.
+    pub fn new() -> Recorder {
+        Recorder {
+            total: histogram(),
+            intervals: Vec::new(),
+            window: None,
+        }
+    }
+
+    /// From now on, count only records inside `window`, by interval.
+    pub fn set_window(&mut self, window: Option<Arc<Window>>) {
+        self.window = window;
+    }
+
+    /// Records `now_ns − start_ns` (at least 1 ns).
+    #[inline]
+    pub fn record(&mut self, start_ns: u64, now_ns: u64) {
+        let value = now_ns.saturating_sub(start_ns).max(1);
+        if let Some(window) = &self.window {
+            if start_ns < window.from_ns.load(Ordering::Acquire)
+                || start_ns >= window.until_ns.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            let index = (now_ns.saturating_sub(window.origin_ns.load(Ordering::Relaxed))
+                / INTERVAL_NS)
+                .min(LATENCY_INTERVALS_MAX as u64 - 1) as usize;
+            while self.intervals.len() <= index {
+                let mut h = Histogram::new(SIGNIFICANT_DIGITS).expect("static precision");
+                h.auto(true);
+                self.intervals.push(h);
+            }
+            self.intervals[index].saturating_record(value);
+        }
+        self.total.saturating_record(value);
+    }
+
+    /// Every value counted.
+    pub fn total(&self) -> &Histogram<u64> {
+        &self.total
+    }
+
+    /// Values by the second (since the window's origin) they were recorded
+    /// in; empty without a window.
+    pub fn intervals(&self) -> &[Histogram<u64>] {
+        &self.intervals
+    }
+
+    /// Adds another core's recorder of the same stage.
+    pub fn merge(&mut self, other: &Recorder) {
+        self.total
+            .add(&other.total)
+            .expect("recorders share their bounds");
+        if self.intervals.len() < other.intervals.len() {
+            self.intervals.resize_with(other.intervals.len(), || {
+                let mut h = Histogram::new(SIGNIFICANT_DIGITS).expect("static precision");
+                h.auto(true);
+                h
+            });
+        }
+        for (mine, theirs) in self.intervals.iter_mut().zip(&other.intervals) {
+            mine.add(theirs)
+                .expect("auto-resizing histograms take any value");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_window_everything_counts() {
+        let mut r = Recorder::new();
+        r.record(100, 1_100);
+        r.record(5, 5);
+        assert_eq!(r.total().len(), 2);
+        assert_eq!(r.total().min(), 1);
+        assert!(r.intervals().is_empty());
+    }
+
+    #[test]
+    fn a_window_cuts_warmup_and_probe_and_buckets_by_second() {
+        let window = Arc::new(Window::default());
+        let mut r = Recorder::new();
+        r.set_window(Some(window.clone()));
+        r.record(1, 2);
+        assert_eq!(r.total().len(), 0, "nothing counts before the window opens");
+        let origin = 10 * INTERVAL_NS;
+        window.open(origin, origin + INTERVAL_NS, origin + 3 * INTERVAL_NS);
+        r.record(origin + 10, origin + 20); // warmup
+        r.record(origin + 3 * INTERVAL_NS, origin + 3 * INTERVAL_NS + 5); // probe
+        assert_eq!(r.total().len(), 0);
+        let start = origin + INTERVAL_NS + 7;
+        r.record(start, start + 1_000); // interval 1
+        r.record(start, origin + 2 * INTERVAL_NS + 3); // completes in interval 2
+        assert_eq!(r.total().len(), 2);
+        let counts: Vec<u64> = r.intervals().iter().map(Histogram::len).collect();
+        assert_eq!(counts, [0, 1, 1]);
+
+        let mut merged = Recorder::new();
+        merged.merge(&r);
+        merged.merge(&r);
+        assert_eq!(merged.total().len(), 4);
+        let counts: Vec<u64> = merged.intervals().iter().map(Histogram::len).collect();
+        assert_eq!(counts, [0, 2, 2]);
+    }
+}
