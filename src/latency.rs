@@ -120,7 +120,9 @@ impl Recorder {
                 h.auto(true);
                 self.intervals.push(h);
             }
-            self.intervals[index].saturating_record(value);
+            // `record`, not `saturating_record`: the latter clamps to the
+            // current range instead of growing it.
+            let _ = self.intervals[index].record(value.min(LATENCY_NS_MAX));
         }
         self.total.saturating_record(value);
     }
@@ -187,6 +189,9 @@ mod tests {
         assert_eq!(r.total().len(), 2);
         let counts: Vec<u64> = r.intervals().iter().map(Histogram::len).collect();
         assert_eq!(counts, [0, 1, 1]);
+        // Interval histograms grow to the value instead of clamping it.
+        assert!(r.intervals()[1].equivalent(r.intervals()[1].max(), 1_000));
+        assert!(r.intervals()[2].max() > INTERVAL_NS / 2);
 
         let mut merged = Recorder::new();
         merged.merge(&r);
