@@ -160,6 +160,10 @@ pub const ACCEPT_BACKOFF_MS: u64 = 50;
 pub const RECONNECT_BACKOFF_MIN_MS: u64 = 20;
 pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 
+/// In splice mode, a durable increment smaller than this is sent by copy:
+/// splice costs two io-wq round trips, a copy of a few KiB costs less.
+pub const SPLICE_MIN_BYTES: u64 = 64 << 10;
+
 /// Latency histograms cover 1 ns .. 1 hour at 3 significant digits.
 pub const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
 

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::constants::{
     CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS,
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX,
-    SEND_INFLIGHT_RECORDS_MAX,
+    SEND_INFLIGHT_RECORDS_MAX, SPLICE_MIN_BYTES,
 };
 use crate::frame;
 use crate::io::{Completion, Ring};
@@ -457,7 +457,13 @@ impl Shipper {
                 .position
                 .as_ref()
                 .is_some_and(|p| p.segment_first_seq == wal.segment_first_seq());
-            if self.config.send_mode == SendMode::Splice && in_current {
+            // A small durable increment (the steady trickle of a paced
+            // source) goes by copy: one inline send beats splice's two
+            // io-wq round trips, and there is little to save by not copying.
+            let small = self.position.as_ref().is_some_and(|p| {
+                wal.durable_offset_bytes().saturating_sub(p.offset_bytes) < SPLICE_MIN_BYTES
+            });
+            if self.config.send_mode == SendMode::Splice && in_current && !small {
                 self.start_splice(ring, wal);
             } else {
                 self.send_next_chunk(ring, wal)?;

@@ -180,6 +180,8 @@ struct ShipCore {
     sender: Option<InboxSender>,
     /// Seq of the last record already in the WAL when it opened.
     base_seq: u64,
+    /// The CPU the core is pinned to; its generator shares it.
+    cpu: usize,
     watch: Arc<AckWatch>,
     handle: std::thread::JoinHandle<Result<CoreReport, core::CoreError>>,
 }
@@ -366,6 +368,7 @@ fn start_core(
         Ok(base_seq) => Ok(ShipCore {
             sender: Some(sender),
             base_seq,
+            cpu: shard % cpus,
             watch,
             handle,
         }),
@@ -424,7 +427,9 @@ fn drive(
             .map(|(core, produced)| {
                 let payload = &payload;
                 let sender = core.sender.take().expect("held by the bench");
+                let cpu = core.cpu;
                 scope.spawn(move || {
+                    let _ = crate::io::pin_current_thread(cpu);
                     let count = generate(
                         &sender,
                         payload,
@@ -570,6 +575,12 @@ pub(crate) fn generate(
         limit,
         deadline,
     } = schedule;
+    if rate.is_some() {
+        // Linux lets a sleeping thread wake up to 50 µs late (timer slack);
+        // an open-loop generator must be on time, or its own lateness is
+        // charged to the pipeline as latency.
+        let _ = nix::sys::prctl::set_timerslack(1);
+    }
     let mut count = 0u64;
     let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
     let finished = |count: u64| match limit {
