@@ -255,6 +255,11 @@ fn run_loop(
                 break;
             }
         }
+        // A small commit in --durability none is written inline by pump:
+        // its watermark is reported now, as a completion's would be.
+        if let Some(seq) = wal.take_advanced_inline() {
+            listener.on_durable(seq);
+        }
 
         // Ship whatever became durable in the previous iteration's
         // completions, before waiting again.

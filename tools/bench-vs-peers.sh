@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# ringship bench beside the peer shippers and fio, on the same job, in one run (issue: bench and compare).
+#
+#   tools/bench-vs-peers.sh [SCRATCH_DIR]      # default /tmp/ringship-vs-peers
+#
+# The job (../shared/FIGURES.md): 100-byte lines at 10k lines/s shipped over loopback TCP.
+#   1. ringship bench --rate 10000 --record-bytes 100, in --durability none and fsync
+#   2. the peers, via ../shared/tools/limits.sh peers: the harness floor (writer straight to the
+#      receiver), `tail -F | socat`, and rsyslog when it is installed
+#      (../shared/tools/limits.sh setup installs socat and rsyslog)
+#   3. fio: 4 KiB write + fdatasync at QD1 on a fallocated file, for the fsync target
+# and prints the ratios behind the targets:
+#   none:  append→acked p99 ≤ 100 µs, and below each peer's p99
+#   fsync: append→acked p99 ≤ 1.5 × (2 × fio fdatasync p99)   (two fdatasyncs on the path)
+#   idle tail p99 ≤ the steady-state p99
+# Note the peers' figure is one way (written → arrived at the receiver, no durability); ringship's
+# append→acked is a round trip, append→remote durable is the one-way figure. Both are printed.
+# Every run is bounded. Env: LIMITS (path to limits.sh), DURATION (bench seconds, default 10),
+# SEND_MODE (default splice), FIO_RUNTIME (default 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=${1:-/tmp/ringship-vs-peers}
+LIMITS=${LIMITS:-../shared/tools/limits.sh}
+DURATION=${DURATION:-10}
+SEND_MODE=${SEND_MODE:-splice}
+FIO_RUNTIME=${FIO_RUNTIME:-10}
+[ -x "$LIMITS" ] || { echo "peer harness not found at $LIMITS (set LIMITS=)" >&2; exit 2; }
+command -v socat >/dev/null || { echo "socat not found: run $LIMITS setup" >&2; exit 2; }
+command -v fio >/dev/null || { echo "fio not found: run $LIMITS setup" >&2; exit 2; }
+rm -rf "$S"; mkdir -p "$S"
+cargo build --release -q
+BIN=target/release/ringship
+
+for d in none fsync; do
+  echo "[peers] ringship bench --durability $d" >&2
+  sync
+  "$BIN" bench --rate 10000 --record-bytes 100 --duration "$DURATION" --durability "$d" \
+    --send-mode "$SEND_MODE" --out "$S/ringship-$d" | tee "$S/ringship-$d.txt" >&2
+done
+
+peers="direct tail-socat"
+command -v rsyslogd >/dev/null && peers="$peers rsyslog"
+echo "[peers] $LIMITS peers with PEERS_ONLY=\"$peers\"" >&2
+RAW=$S/peers-raw DIR=$S/peers-scratch REPS=1 PEERS_ONLY="$peers" PEER_TESTS=lat \
+  LAT_N=$((DURATION * 10000)) LAT_RATE=10000 "$LIMITS" peers
+
+echo "[peers] fio: 4 KiB write + fdatasync, fallocated file, QD1" >&2
+F=$S/fio.dat; rm -f "$F"; sync
+fio --name=dsync_prealloc --filename="$F" --ioengine=io_uring --percentile_list=50:99:99.9 \
+  --output-format=json --rw=write --bs=4k --iodepth=1 --fdatasync=1 --size=1g \
+  --runtime="$FIO_RUNTIME" --time_based > "$S/fio.json"
+rm -f "$F"
+
+python3 - "$S" <<'PY'
+import json, sys
+S = sys.argv[1]
+rs = {d: json.load(open(f"{S}/ringship-{d}/summary.json")) for d in ("none", "fsync")}
+peers = [json.loads(l) for l in open(f"{S}/peers-raw/peers/results.jsonl") if l.strip()]
+fio = json.load(open(f"{S}/fio.json"))["jobs"][0]["sync"]["lat_ns"]["percentile"]
+fio_p99_ms = fio["99.000000"] / 1e6
+ms = lambda ns: ns / 1e6
+print("| who (10k lines/s of 100 B, loopback) | p50 ms | p99 ms | p99.9 ms | last line / idle tail p99 ms |")
+print("|---|---|---|---|---|")
+for d, r in rs.items():
+    for key in ("append_to_acked", "append_to_remote_durable"):
+        s = r["stages"][key]
+        it = r["idle_tail"]["p99_ns"]
+        print(f"| ringship {d}, {s['label']} | {ms(s['p50_ns']):.3f} | {ms(s['p99_ns']):.3f} | {ms(s['p999_ns']):.3f} | {ms(it):.3f} |")
+for p in peers:
+    print(f"| {p['shipper']} (written → arrived) | {p.get('p50_ms')} | {p.get('p99_ms')} | {p.get('p999_ms')} | {p.get('last_line_ms')} |")
+print()
+none = rs["none"]["stages"]["append_to_acked"]["p99_ns"] / 1e6
+one_way = rs["none"]["stages"]["append_to_remote_durable"]["p99_ns"] / 1e6
+ok = lambda b: "✔" if b else "✘"
+print(f"- none: append→acked p99 {none:.3f} ms vs target 0.100 ms {ok(none <= 0.1)}")
+for p in peers:
+    if p["shipper"] == "direct" or p.get("p99_ms") is None:
+        continue
+    print(f"- none vs {p['shipper']} p99 {p['p99_ms']} ms: acked {none / p['p99_ms']:.2f}× {ok(none < p['p99_ms'])}, one-way (remote durable) {one_way / p['p99_ms']:.2f}×")
+f = rs["fsync"]["stages"]["append_to_acked"]["p99_ns"] / 1e6
+bound = 1.5 * 2 * fio_p99_ms
+print(f"- fsync: append→acked p99 {f:.3f} ms vs 1.5 × 2 × fio fdatasync p99 {fio_p99_ms:.3f} ms = {bound:.3f} ms {ok(f <= bound)}")
+for d, r in rs.items():
+    it, st = r["idle_tail"]["p99_ns"] / 1e6, r["idle_tail"]["steady_p99_ns"] / 1e6
+    print(f"- {d}: idle tail p99 {it:.3f} ms vs steady-state p99 {st:.3f} ms {ok(it <= st)}")
+PY
