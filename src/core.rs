@@ -108,11 +108,186 @@ pub enum CoreError {
     },
 }
 
+/// Records that reach a core through its own ring rather than the inbox:
+/// a receiver connection's socket, read with io_uring RECV and verified on
+/// the core, so a record costs no thread hand-off between the socket and
+/// the WAL.
+pub trait RecordSource {
+    /// The WAL is open; the next record must be `durable_seq + 1`.
+    fn start(&mut self, durable_seq: u64);
+    /// Posts a read with `token` if none is in flight and reading goes on.
+    fn arm(&mut self, ring: &mut Ring, token: u64);
+    /// Stages verified records into the WAL until none are left or the WAL
+    /// is full (backpressure: no read is posted while the buffer is full).
+    fn stage(
+        &mut self,
+        wal: &mut WalWriter,
+        first_appended_seq: &mut Option<u64>,
+    ) -> Result<(), WalError>;
+    /// The read's completion.
+    fn on_completion(&mut self, completion: Completion);
+    /// No record will come any more and none is held.
+    fn is_finished(&self) -> bool;
+    /// Stops reading; a read in flight must complete soon after (shutdown).
+    fn close(&mut self);
+}
+
+/// Where the loop's records come from.
+enum Feed<'a> {
+    Inbox {
+        inbox: &'a InboxReceiver,
+        /// The eventfd read's buffer while no read is in flight.
+        wake_buf: Option<Vec<u8>>,
+        /// A batch taken from the inbox and the cursor into it, while the
+        /// WAL is full.
+        pending: Option<(Batch, usize)>,
+        open: bool,
+    },
+    Source(&'a mut dyn RecordSource),
+}
+
+impl Feed<'_> {
+    fn arm(&mut self, ring: &mut Ring) {
+        match self {
+            Feed::Inbox {
+                inbox, wake_buf, ..
+            } => {
+                if let Some(buf) = wake_buf.take()
+                    && let Err((_, buf)) = ring.read(inbox.wake_fd(), buf, TOKEN_WAKE)
+                {
+                    *wake_buf = Some(buf);
+                }
+            }
+            Feed::Source(source) => source.arm(ring, TOKEN_WAKE),
+        }
+    }
+
+    /// Stages what the feed holds, until it is empty or the WAL is full.
+    fn stage(
+        &mut self,
+        wal: &mut WalWriter,
+        first_appended_seq: &mut Option<u64>,
+    ) -> Result<(), WalError> {
+        let Feed::Inbox {
+            inbox,
+            pending,
+            open,
+            ..
+        } = self
+        else {
+            let Feed::Source(source) = self else {
+                unreachable!()
+            };
+            return source.stage(wal, first_appended_seq);
+        };
+        while *open {
+            if pending.is_none() {
+                match inbox.try_next() {
+                    Next::Batch(batch) => *pending = Some((batch, 0)),
+                    Next::Empty => break,
+                    Next::Closed => {
+                        *open = false;
+                        break;
+                    }
+                }
+            }
+            let (batch, cursor) = pending.as_mut().expect("set above");
+            loop {
+                let (staged, next) = match batch.kind() {
+                    BatchKind::Entries => match batch.entry_at(*cursor) {
+                        Some((ts, payload, next)) => (wal.stage(ts, payload)?, next),
+                        None => break,
+                    },
+                    BatchKind::Records => match batch.record_at(*cursor) {
+                        Some((record, next)) => (wal.stage_encoded(record)?, next),
+                        None => break,
+                    },
+                };
+                match staged {
+                    Stage::Staged(seq) => {
+                        first_appended_seq.get_or_insert(seq);
+                        *cursor = next;
+                    }
+                    Stage::Full => return Ok(()),
+                }
+            }
+            let (batch, _) = pending.take().expect("set above");
+            inbox.give_back(batch);
+        }
+        Ok(())
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Feed::Inbox { pending, open, .. } => !*open && pending.is_none(),
+            Feed::Source(source) => source.is_finished(),
+        }
+    }
+
+    fn on_completion(&mut self, completion: Completion) {
+        match self {
+            Feed::Inbox { wake_buf, .. } => {
+                // An eventfd read only fails if the fd is broken, which is a bug.
+                assert!(
+                    completion.result >= 0,
+                    "eventfd read: {}",
+                    completion.result
+                );
+                *wake_buf = completion.buf;
+            }
+            Feed::Source(source) => source.on_completion(completion),
+        }
+    }
+
+    /// Makes the read still in flight complete, so the ring's drop (which
+    /// waits for every outstanding completion) returns, all before the fd
+    /// it reads closes.
+    fn close(&mut self) {
+        match self {
+            Feed::Inbox {
+                inbox, wake_buf, ..
+            } => {
+                if wake_buf.is_none() {
+                    let _ = inbox.wake_fd().write(1);
+                }
+            }
+            Feed::Source(source) => source.close(),
+        }
+    }
+}
+
 /// Opens the shard's WAL and runs the loop until the inbox is closed and
 /// every record taken from it is durable.
 pub fn run(
     config: &CoreConfig,
     inbox: InboxReceiver,
+    listener: &mut dyn DurableListener,
+) -> Result<CoreReport, CoreError> {
+    let feed = Feed::Inbox {
+        inbox: &inbox,
+        wake_buf: Some(vec![0u8; 8]),
+        pending: None,
+        open: true,
+    };
+    let report = run_fed(config, feed, listener);
+    // The eventfd closes with the inbox, after the ring is gone.
+    drop(inbox);
+    report
+}
+
+/// Like [`run`], with records from `source` read on the core's own ring,
+/// until the source is finished and everything it gave is durable.
+pub fn run_with_source(
+    config: &CoreConfig,
+    source: &mut dyn RecordSource,
+    listener: &mut dyn DurableListener,
+) -> Result<CoreReport, CoreError> {
+    run_fed(config, Feed::Source(source), listener)
+}
+
+fn run_fed(
+    config: &CoreConfig,
+    mut feed: Feed<'_>,
     listener: &mut dyn DurableListener,
 ) -> Result<CoreReport, CoreError> {
     if let Some(cpu) = config.cpu {
@@ -143,16 +318,17 @@ pub fn run(
     if let Some(s) = shipper.as_mut() {
         s.set_latency_window(config.latency_window.clone());
     }
+    if let Feed::Source(source) = &mut feed {
+        source.start(wal.durable_seq());
+    }
     listener.on_ready(wal.durable_seq());
-    let mut wake_buf = Some(vec![0u8; 8]);
     let mut first_appended_seq = None;
     let result = run_loop(
         &mut ring,
         &mut wal,
         shipper.as_mut(),
-        &inbox,
+        &mut feed,
         listener,
-        &mut wake_buf,
         &mut first_appended_seq,
         config.ack_timeout,
     );
@@ -161,16 +337,11 @@ pub fn run(
     if let Some(s) = shipper.as_mut() {
         s.close();
     }
-    // On every exit, success or error: the wake-up read is still in flight
-    // and owns a buffer. Complete it by writing the eventfd ourselves, so the
-    // ring's drop (which waits for every outstanding completion) returns,
-    // all before the eventfd closes with the inbox.
-    if wake_buf.is_none() {
-        let _ = inbox.wake_fd().write(1);
-    }
+    // On every exit, success or error, the feed's read is still in flight
+    // and owns a buffer: make it complete before the ring is dropped.
+    feed.close();
     let ring_flags = ring.flags();
     drop(ring);
-    drop(inbox);
     result?;
     Ok(CoreReport {
         shard: wal.shard(),
@@ -184,77 +355,31 @@ pub fn run(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_loop(
     ring: &mut Ring,
     wal: &mut WalWriter,
     mut shipper: Option<&mut Shipper>,
-    inbox: &InboxReceiver,
+    feed: &mut Feed<'_>,
     listener: &mut dyn DurableListener,
-    wake_buf: &mut Option<Vec<u8>>,
     first_appended_seq: &mut Option<u64>,
     ack_timeout: Duration,
 ) -> Result<(), CoreError> {
     let mut ack_deadline: Option<Instant> = None;
     let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
-    let mut pending: Option<(Batch, usize)> = None;
-    let mut inbox_open = true;
 
     loop {
-        if let Some(buf) = wake_buf.take()
-            && let Err((_, buf)) = ring.read(inbox.wake_fd(), buf, TOKEN_WAKE)
-        {
-            *wake_buf = Some(buf);
-        }
-
-        // 1 + 2: stage what the inbox holds, submitting as chains free up; a
+        // 1 + 2: stage what the feed holds, submitting as chains free up; a
         // rotation frees the segment, so stage again after one.
         loop {
-            while inbox_open {
-                if pending.is_none() {
-                    match inbox.try_next() {
-                        Next::Batch(batch) => pending = Some((batch, 0)),
-                        Next::Empty => break,
-                        Next::Closed => {
-                            inbox_open = false;
-                            break;
-                        }
-                    }
-                }
-                let (batch, cursor) = pending.as_mut().expect("set above");
-                let mut blocked = false;
-                loop {
-                    let (staged, next) = match batch.kind() {
-                        BatchKind::Entries => match batch.entry_at(*cursor) {
-                            Some((ts, payload, next)) => (wal.stage(ts, payload)?, next),
-                            None => break,
-                        },
-                        BatchKind::Records => match batch.record_at(*cursor) {
-                            Some((record, next)) => (wal.stage_encoded(record)?, next),
-                            None => break,
-                        },
-                    };
-                    match staged {
-                        Stage::Staged(seq) => {
-                            first_appended_seq.get_or_insert(seq);
-                            *cursor = next;
-                        }
-                        Stage::Full => {
-                            blocked = true;
-                            break;
-                        }
-                    }
-                }
-                if blocked {
-                    break;
-                }
-                let (batch, _) = pending.take().expect("set above");
-                inbox.give_back(batch);
-            }
+            feed.stage(wal, first_appended_seq)?;
             if !wal.pump(ring)? {
                 break;
             }
         }
+        // Only then post the feed's next read: a socket's buffer must be
+        // staged from before the kernel takes it again. (An eventfd read
+        // posted late still completes for a write made before it.)
+        feed.arm(ring);
         // A small commit in --durability none is written inline by pump:
         // its watermark is reported now, as a completion's would be.
         if let Some(seq) = wal.take_advanced_inline() {
@@ -267,7 +392,7 @@ fn run_loop(
             s.pump(ring, &mut *wal)?;
         }
 
-        if !inbox_open && pending.is_none() && wal.is_idle() {
+        if feed.is_finished() && wal.is_idle() {
             let Some(s) = shipper.as_deref() else {
                 return Ok(());
             };
@@ -309,13 +434,7 @@ fn run_loop(
                 s.on_completion(ring, completion)?;
             } else {
                 assert_eq!(completion.token, TOKEN_WAKE, "unknown token");
-                // An eventfd read only fails if the fd is broken, which is a bug.
-                assert!(
-                    completion.result >= 0,
-                    "eventfd read: {}",
-                    completion.result
-                );
-                *wake_buf = completion.buf;
+                feed.on_completion(completion);
             }
         }
         if let Some(seq) = advanced {

@@ -5,7 +5,7 @@
 //! stage:
 //!
 //! ```text
-//! producer (stdin lines: ingest; the receiver's verified records)
+//! producer (stdin lines: ingest; bench generators), or a receiver socket
 //!          bounded inbox; an eventfd write wakes the core
 //!   ▼
 //! frame    header { crc32c, len, seq, append_ts_ns } + payload
@@ -19,8 +19,18 @@
 //!          (zc), or pread + SEND (copy); acks arrive on an io_uring RECV
 //!          that is always posted
 //!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
-//! receive  verify (length bound, crc32c, seq continuity), append the bytes
-//!          unchanged through the same core loop, ack after fdatasync
+//! receive  one core per connection reads the socket on its own ring (RECV),
+//!          verifies (length bound, crc32c, seq continuity), appends the
+//!          bytes unchanged through the same core loop, acks after fdatasync
+//! ```
+//!
+//! On top of the data path, [`bench`](mod@bench) drives the whole pipeline under
+//! open-loop load with an in-process receiver and reports the latency of
+//! every hop ([`latency`]), and [`compare`] gates CI on regressions:
+//!
+//! ```text
+//! generator (intended-time stamps) → WAL → ship → receive
+//!   append → durable · append → sent · append → acked · append → remote durable
 //! ```
 //!
 //! # Invariants
@@ -50,7 +60,10 @@
 //! - [`ship`]: the shipper, pumped by the core loop
 //! - [`protocol`]: hello, welcome, data and ack on the wire
 //! - [`receive`]: the receiver
-//! - [`core`]: the per-core loop tying inbox, WAL, shipper and ring together
+//! - [`core`]: the per-core loop tying its feed (inbox or socket), WAL,
+//!   shipper and ring together
+//! - [`latency`]: per-stage HdrHistogram recorders (warmup cut, 1 s intervals)
+//! - [`bench`](mod@bench), [`compare`]: the benchmark and the regression gate
 //! - [`io`]: the ring, completion slots, pinning — the only `unsafe`
 //! - [`constants`]: every bound
 

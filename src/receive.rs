@@ -1,13 +1,16 @@
 //! The receiver: verifies what shippers send, persists it, acknowledges it.
 //!
-//! Each connection carries one (source, shard) and gets two threads: a
-//! reader that checks every record straight off the socket (its length bound
-//! before anything is read into memory, its crc32c, and that its seq follows
-//! the previous one exactly), and a core (see [`crate::core`]) that appends
-//! the records to `DIR/<source>/<shard>/` in the WAL's own format and, each
-//! time its durable watermark advances, writes a cumulative ack. So a seq is
+//! Each connection carries one (source, shard) and gets one thread, which
+//! does the handshake and then becomes a core (see [`crate::core`]) whose
+//! records come from the socket, read with io_uring RECV on the core's own
+//! ring (`SocketSource`). Every record is checked straight out of the
+//! receive buffer (its length bound before anything is read for it, its
+//! crc32c, and that its seq follows the previous one exactly), staged into
+//! `DIR/<source>/<shard>/` in the WAL's own format, and each time the
+//! durable watermark advances a cumulative ack is written. So a seq is
 //! acknowledged only once the receiver's own fdatasync covers it (unless
-//! `--durability none`).
+//! `--durability none`), and a record crosses no thread between the socket
+//! and the WAL.
 //!
 //! Bad input closes that one connection with a log line naming the source,
 //! shard, peer and reason. Records verified before the bad bytes are kept
@@ -20,19 +23,19 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::constants::{
-    ACCEPT_BACKOFF_MS, HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECORD_HEADER_BYTES,
-    RECORD_PAYLOAD_BYTES_MAX, RECV_BUFFER_BYTES, TAKEOVER_POLL_MS,
+    ACCEPT_BACKOFF_MS, HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECORD_BYTES_MAX,
+    RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, RECV_BUFFER_BYTES, TAKEOVER_POLL_MS,
 };
-use crate::core::{self, CoreConfig, DurableListener};
+use crate::core::{self, CoreConfig, DurableListener, RecordSource};
 use crate::frame;
-use crate::inbox::{self, Batch, InboxSender};
+use crate::io::{Completion, Ring};
 use crate::latency::{Recorder, Window};
 use crate::protocol::{self, HELLO_BYTES, Hello, ProtocolError, WelcomeStatus};
-use crate::wal::Durability;
+use crate::wal::{Durability, Stage, WalError, WalWriter};
 
 /// How a receiver runs.
 #[derive(Debug, Clone)]
@@ -196,18 +199,20 @@ pub struct ReceiverTotals {
     pub append_to_durable_ns: Recorder,
 }
 
-/// Sends acks from the connection's core, and tells the reader when the WAL
-/// is open.
+/// The connection's side of its core: the welcome once the WAL is open,
+/// then a cumulative ack each time the durable watermark advances.
 struct AckWriter {
     stream: TcpStream,
-    ready: Option<mpsc::Sender<u64>>,
+    welcomed: bool,
 }
 
 impl DurableListener for AckWriter {
     fn on_ready(&mut self, durable_seq: u64) {
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(durable_seq);
-        }
+        // A failed write means the shipper went away; the read side sees it.
+        let _ = self
+            .stream
+            .write_all(&protocol::encode_welcome(WelcomeStatus::Ok, durable_seq));
+        self.welcomed = true;
     }
 
     fn on_durable(&mut self, durable_seq: u64) {
@@ -308,16 +313,15 @@ fn serve_source(
     config: &ReceiverConfig,
     shared: &Shared,
 ) -> Result<(), ServeError> {
-    let (sender, receiver) = inbox::inbox()?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let ack_stream = stream.try_clone()?;
     // A peer that stops reading must not block the core (and shutdown) on a
     // full send buffer: an ack that cannot be written in time is dropped,
     // and the shipper resumes by seq.
     ack_stream.set_write_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)))?;
+    stream.set_read_timeout(None)?;
     let mut acks = AckWriter {
         stream: ack_stream,
-        ready: Some(ready_tx),
+        welcomed: false,
     };
     let core_config = CoreConfig {
         dir: config.dir.join(&hello.source),
@@ -330,148 +334,207 @@ fn serve_source(
         ack_timeout: Duration::ZERO,
         latency_window: config.latency_window.clone(),
     };
-    let core = std::thread::Builder::new()
-        .name(format!("ringship-rcore-{}-{}", hello.source, hello.shard))
-        .spawn(move || core::run(&core_config, receiver, &mut acks))?;
-    let Ok(durable_seq) = ready_rx.recv() else {
-        let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
-        let e = match core.join() {
-            Ok(Err(e)) => e.to_string(),
-            _ => "the core stopped".into(),
-        };
-        return Err(ServeError::Storage(e));
+    let mut source = SocketSource {
+        stream: stream.try_clone()?,
+        shared,
+        buf: Some(vec![0u8; RECV_BUFFER_BYTES]),
+        start: 0,
+        filled: 0,
+        expected_seq: 0,
+        blocked: false,
+        ended: false,
+        error: None,
     };
-    stream.write_all(&protocol::encode_welcome(WelcomeStatus::Ok, durable_seq))?;
-    stream.set_read_timeout(None)?;
-    tracing::info!(source = %hello.source, shard = hello.shard, durable_seq, "serving");
-
-    let read = read_records(stream, durable_seq + 1, &sender, shared);
-    // Whatever ended the stream, what was verified is persisted and acked.
-    sender.close();
-    match core.join() {
-        Ok(Ok(report)) => shared
+    tracing::info!(source = %hello.source, shard = hello.shard, "serving");
+    // This thread becomes the connection's core: the socket is read on its
+    // ring, so a record goes from the socket to the WAL with no hand-off.
+    match core::run_with_source(&core_config, &mut source, &mut acks) {
+        Ok(report) => shared
             .remote_durable
             .lock()
             .expect("not poisoned")
             .merge(&report.wal.append_to_durable_ns),
-        Ok(Err(e)) => return Err(ServeError::Storage(e.to_string())),
-        Err(_) => return Err(ServeError::Storage("the core panicked".into())),
+        Err(e) => {
+            if !acks.welcomed {
+                let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+            }
+            return Err(ServeError::Storage(e.to_string()));
+        }
     }
-    read
+    // Whatever ended the stream, what was verified was persisted and acked.
+    match source.error.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-/// Reads, checks and forwards records until EOF or the first bad byte.
-fn read_records(
-    stream: &mut TcpStream,
-    mut expected_seq: u64,
-    sender: &InboxSender,
-    shared: &Shared,
-) -> Result<(), ServeError> {
-    let mut buf = vec![0u8; RECV_BUFFER_BYTES];
-    let mut filled = 0usize;
-    let mut batch: Option<Batch> = None;
-    loop {
-        let n = match stream.read(&mut buf[filled..]) {
-            Ok(0) => {
-                if filled > 0 {
-                    tracing::info!("connection closed with {filled} bytes of a partial record");
+/// A connection's records, read with io_uring RECV on its core's ring and
+/// checked straight out of the receive buffer: the length bound before
+/// anything is read for it, the crc32c, and that the seq follows the
+/// previous one exactly. Verified bytes are staged into the WAL unchanged.
+struct SocketSource<'a> {
+    stream: TcpStream,
+    shared: &'a Shared,
+    /// The receive buffer; `None` while a RECV owns it.
+    buf: Option<Vec<u8>>,
+    /// Bytes not staged yet are `buf[start..filled]`.
+    start: usize,
+    filled: usize,
+    expected_seq: u64,
+    /// The WAL was full with complete records still in the buffer: they
+    /// are staged before anything more is read, so a full buffer never
+    /// waits on a read that only the shipper's next send would complete.
+    blocked: bool,
+    /// Reading is over: EOF, a socket error, bad bytes, or close.
+    ended: bool,
+    /// Why reading ended early, if it did.
+    error: Option<ServeError>,
+}
+
+impl RecordSource for SocketSource<'_> {
+    fn start(&mut self, durable_seq: u64) {
+        self.expected_seq = durable_seq + 1;
+    }
+
+    fn arm(&mut self, ring: &mut Ring, token: u64) {
+        if self.ended || self.blocked {
+            return;
+        }
+        let Some(mut buf) = self.buf.take() else {
+            return; // a read is in flight
+        };
+        // Keep room for a whole record after the partial one held.
+        if buf.len() - self.filled < RECORD_BYTES_MAX && self.start > 0 {
+            buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if self.filled == buf.len() {
+            // Only possible while complete records wait for the WAL.
+            self.buf = Some(buf);
+            return;
+        }
+        if let Err((_, buf)) = ring.recv_at(&self.stream, buf, self.filled, token) {
+            self.buf = Some(buf);
+        }
+    }
+
+    fn stage(
+        &mut self,
+        wal: &mut WalWriter,
+        first_appended_seq: &mut Option<u64>,
+    ) -> Result<(), WalError> {
+        let Some(buf) = self.buf.as_ref() else {
+            return Ok(()); // the kernel holds it
+        };
+        self.blocked = false;
+        while self.error.is_none() && self.filled - self.start >= RECORD_HEADER_BYTES {
+            let at = self.start;
+            let header = &buf[at..at + RECORD_HEADER_BYTES];
+            let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+            // The length bound comes before anything is read for it.
+            if len > RECORD_PAYLOAD_BYTES_MAX {
+                self.fail(ProtocolError(format!(
+                    "record expected at seq {} claims {len} bytes, over the {RECORD_PAYLOAD_BYTES_MAX}-byte maximum",
+                    self.expected_seq
+                )).into());
+                break;
+            }
+            let need = frame::encoded_len_bytes(len);
+            if self.filled - at < need {
+                break;
+            }
+            let bytes = &buf[at..at + need];
+            let record = match frame::decode(bytes) {
+                Ok((record, _)) => record,
+                // A valid frame with seq 0: the shipper's Abort (protocol.rs).
+                Err(frame::DecodeError::ZeroSeq) if len <= protocol::ABORT_REASON_BYTES_MAX => {
+                    let reason = String::from_utf8_lossy(&bytes[RECORD_HEADER_BYTES..]);
+                    self.fail(ServeError::Aborted(reason.into_owned()));
+                    break;
                 }
-                return Ok(());
+                Err(e) => {
+                    self.fail(
+                        ProtocolError(format!("record expected at seq {}: {e}", self.expected_seq))
+                            .into(),
+                    );
+                    break;
+                }
+            };
+            if record.seq != self.expected_seq {
+                self.fail(
+                    ProtocolError(format!(
+                        "record seq {} where seq {} was expected",
+                        record.seq, self.expected_seq
+                    ))
+                    .into(),
+                );
+                break;
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        filled += n;
-        let mut at = 0usize;
-        let parsed = parse_records(
-            &buf[..filled],
-            &mut at,
-            &mut expected_seq,
-            &mut batch,
-            sender,
-            shared,
-        );
-        // Whatever this read completed goes to the core now (no timer), and
-        // so do the records verified before a bad one.
-        if let Some(b) = batch.take() {
-            sender
-                .send(b)
-                .map_err(|e| ServeError::Storage(e.to_string()))?;
+            let payload_len = record.payload.len() as u64;
+            // Verified: it goes to disk exactly as it came, with no second
+            // encode.
+            match wal.stage_encoded(bytes)? {
+                Stage::Staged(seq) => {
+                    first_appended_seq.get_or_insert(seq);
+                }
+                Stage::Full => {
+                    self.blocked = true;
+                    return Ok(());
+                }
+            }
+            self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .payload_bytes
+                .fetch_add(payload_len, Ordering::Relaxed);
+            self.expected_seq += 1;
+            self.start += need;
         }
-        parsed?;
-        buf.copy_within(at..filled, 0);
-        filled -= at;
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+        }
+        Ok(())
+    }
+
+    fn on_completion(&mut self, completion: Completion) {
+        self.buf = Some(completion.buf.expect("recv hands its buffer back"));
+        match completion.result {
+            n if n > 0 => self.filled += n as usize,
+            0 => {
+                if !self.ended && self.filled > self.start {
+                    tracing::info!(
+                        "connection closed with {} bytes not yet a whole record",
+                        self.filled - self.start
+                    );
+                }
+                self.ended = true;
+            }
+            e => {
+                if !self.ended {
+                    self.error = Some(io::Error::from_raw_os_error(-e).into());
+                }
+                self.ended = true;
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.ended && self.buf.is_some() && !self.blocked
+    }
+
+    fn close(&mut self) {
+        self.ended = true;
+        let _ = self.stream.shutdown(Shutdown::Read);
     }
 }
 
-/// Checks the complete records in `buf[*at..]` and stages them in `batch`.
-fn parse_records(
-    buf: &[u8],
-    at: &mut usize,
-    expected_seq: &mut u64,
-    batch: &mut Option<Batch>,
-    sender: &InboxSender,
-    shared: &Shared,
-) -> Result<(), ServeError> {
-    while buf.len() - *at >= RECORD_HEADER_BYTES {
-        let header = &buf[*at..*at + RECORD_HEADER_BYTES];
-        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        // The length bound comes before anything is read for it.
-        if len > RECORD_PAYLOAD_BYTES_MAX {
-            return Err(ProtocolError(format!(
-                "record expected at seq {expected_seq} claims {len} bytes, over the {RECORD_PAYLOAD_BYTES_MAX}-byte maximum"
-            ))
-            .into());
-        }
-        let need = frame::encoded_len_bytes(len);
-        if buf.len() - *at < need {
-            return Ok(());
-        }
-        let (record, _) = match frame::decode(&buf[*at..*at + need]) {
-            Ok(decoded) => decoded,
-            // A valid frame with seq 0: the shipper's Abort (protocol.rs).
-            Err(frame::DecodeError::ZeroSeq) if len <= protocol::ABORT_REASON_BYTES_MAX => {
-                let reason = String::from_utf8_lossy(&buf[*at + RECORD_HEADER_BYTES..*at + need]);
-                return Err(ServeError::Aborted(reason.into_owned()));
-            }
-            Err(e) => {
-                return Err(
-                    ProtocolError(format!("record expected at seq {expected_seq}: {e}")).into(),
-                );
-            }
-        };
-        if record.seq != *expected_seq {
-            return Err(ProtocolError(format!(
-                "record seq {} where seq {expected_seq} was expected",
-                record.seq
-            ))
-            .into());
-        }
-        if batch.as_ref().is_some_and(|b| !b.has_room_for_record(need)) {
-            sender
-                .send(batch.take().expect("checked"))
-                .map_err(|e| ServeError::Storage(e.to_string()))?;
-        }
-        if batch.is_none() {
-            *batch = Some(
-                sender
-                    .take()
-                    .map_err(|e| ServeError::Storage(e.to_string()))?,
-            );
-        }
-        // Verified: it goes to disk exactly as it came, with no second encode.
-        batch
-            .as_mut()
-            .expect("taken above")
-            .push_record(&buf[*at..*at + need]);
-        shared.stats.records.fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .payload_bytes
-            .fetch_add(record.payload.len() as u64, Ordering::Relaxed);
-        *expected_seq += 1;
-        *at += need;
+impl SocketSource<'_> {
+    /// Bad bytes: stop reading; what was verified before them is kept.
+    fn fail(&mut self, e: ServeError) {
+        self.error = Some(e);
+        self.ended = true;
+        self.start = self.filled;
     }
-    Ok(())
 }

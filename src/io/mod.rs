@@ -355,13 +355,27 @@ impl Ring {
         buf: Vec<u8>,
         token: u64,
     ) -> Result<(), (QueueFull, Vec<u8>)> {
+        self.recv_at(fd, buf, 0, token)
+    }
+
+    /// Pushes `recv(fd, buf[from..])`: bytes land after the `from` already
+    /// held, so a partial record carries over without a copy.
+    pub fn recv_at(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        from: usize,
+        token: u64,
+    ) -> Result<(), (QueueFull, Vec<u8>)> {
         if !self.has_room(1) {
             return Err((QueueFull, buf));
         }
-        let len = u32::try_from(buf.len()).expect("recv buffer below 4 GiB");
+        assert!(from < buf.len(), "recv into a full buffer");
+        let len = u32::try_from(buf.len() - from).expect("recv buffer below 4 GiB");
         let mut buf = buf;
-        // SAFETY (for the pointer taken here): as in `write_then_datasync`.
-        let ptr = buf.as_mut_ptr();
+        // SAFETY (for the pointer taken here): as in `write_then_datasync`;
+        // `from` is inside the buffer (checked above).
+        let ptr = buf[from..].as_mut_ptr();
         let slot = self.take_slot(token, Some(buf));
         let entry = opcode::Recv::new(types::Fd(fd.as_raw_fd()), ptr, len)
             .build()
