@@ -140,7 +140,8 @@ struct ReceiveArgs {
     listen: String,
     #[arg(long)]
     dir: PathBuf,
-    /// Spread connection cores over this many CPUs (default: all).
+    /// Pin connection k's core to CPU k % N. Default: unpinned, so the
+    /// scheduler keeps a receiver off CPUs a local shipper is pinned to.
     #[arg(long)]
     cores: Option<usize>,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
@@ -751,10 +752,7 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
         ReceiverConfig {
             dir: args.dir.clone(),
             durability: args.durability,
-            cores: Some(
-                args.cores
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            ),
+            cores: args.cores,
             first_cpu: 0,
             latency_window: None,
         },

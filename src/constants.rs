@@ -160,11 +160,6 @@ pub const ACCEPT_BACKOFF_MS: u64 = 50;
 pub const RECONNECT_BACKOFF_MIN_MS: u64 = 20;
 pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 
-/// With `--durability none`, a commit of at most this many bytes is
-/// written by the core itself (pwrite into the page cache) instead of
-/// through the ring, whose ext4 buffered writes go to an io-wq worker.
-pub const INLINE_WRITE_BYTES_MAX: usize = 64 << 10;
-
 /// In splice mode, a durable increment smaller than this is sent by copy:
 /// splice costs two io-wq round trips, a copy of a few KiB costs less.
 pub const SPLICE_MIN_BYTES: u64 = 64 << 10;

@@ -380,11 +380,6 @@ fn run_loop(
         // staged from before the kernel takes it again. (An eventfd read
         // posted late still completes for a write made before it.)
         feed.arm(ring);
-        // A small commit in --durability none is written inline by pump:
-        // its watermark is reported now, as a completion's would be.
-        if let Some(seq) = wal.take_advanced_inline() {
-            listener.on_durable(seq);
-        }
 
         // Ship whatever became durable in the previous iteration's
         // completions, before waiting again.

@@ -26,15 +26,13 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
 use crate::constants::{
-    COMMIT_BUFFERS_COUNT, COMMIT_BYTES_MAX, COMMIT_CHAINS_MAX, INLINE_WRITE_BYTES_MAX,
-    SEGMENT_SIZE_BYTES,
+    COMMIT_BUFFERS_COUNT, COMMIT_BYTES_MAX, COMMIT_CHAINS_MAX, SEGMENT_SIZE_BYTES,
 };
 use crate::frame::{self, encoded_len_bytes};
 use crate::io::{Completion, Ring};
@@ -132,9 +130,6 @@ pub struct WalWriter {
     /// measuring append → acked). Bounded; the oldest are dropped if the
     /// consumer falls behind.
     durable_feed: Option<VecDeque<(u64, u64)>>,
-    /// The durable seq a commit written inline (not through the ring)
-    /// advanced to, for the core to report this turn.
-    advanced_inline: Option<u64>,
     stats: WalStats,
 }
 
@@ -256,7 +251,6 @@ impl WalWriter {
             durable_seq: scan.next_seq - 1,
             rotate_pending: false,
             durable_feed: None,
-            advanced_inline: None,
             stats,
         };
         Ok((writer, scan))
@@ -392,7 +386,7 @@ impl WalWriter {
         if !self.staging.is_empty()
             && let Some(index) = self.chains.iter().position(|c| c.state == ChainState::Idle)
         {
-            self.submit(ring, index)?;
+            self.submit(ring, index);
         }
         if self.rotate_pending && self.staging.is_empty() && self.order.is_empty() {
             self.rotate()?;
@@ -401,13 +395,7 @@ impl WalWriter {
         Ok(false)
     }
 
-    /// The durable seq that inline commits (see [`INLINE_WRITE_BYTES_MAX`])
-    /// advanced to since the last call: no completion will report it.
-    pub fn take_advanced_inline(&mut self) -> Option<u64> {
-        self.advanced_inline.take()
-    }
-
-    fn submit(&mut self, ring: &mut Ring, index: usize) -> Result<(), WalError> {
+    fn submit(&mut self, ring: &mut Ring, index: usize) {
         let spare = self.spares.pop().expect("a spare buffer per idle chain");
         let buf = std::mem::replace(&mut self.staging, spare);
         let len = buf.len();
@@ -425,42 +413,7 @@ impl WalWriter {
         self.write_offset_bytes += len as u64;
         self.order.push_back(index);
         self.stats.commits += 1;
-        if self.durability == Durability::None && len <= INLINE_WRITE_BYTES_MAX {
-            // Nothing to sync: a small commit is a copy into the page cache,
-            // cheaper done here than by an io-wq worker (ext4 cannot take a
-            // buffered write without blocking, so io_uring would punt it,
-            // which costs two thread switches).
-            return self.write_inline(index, buf);
-        }
         self.push_chain(ring, index, buf);
-        Ok(())
-    }
-
-    fn write_inline(&mut self, index: usize, buf: Vec<u8>) -> Result<(), WalError> {
-        let offset_bytes = self.chains[index].file_offset_bytes;
-        if let Err(source) = self.file.write_all_at(&buf, offset_bytes) {
-            if source.raw_os_error() == Some(libc::ENOSPC) {
-                return Err(WalError::DiskFull {
-                    path: self.segment_path.clone(),
-                    needed_bytes: buf.len() as u64,
-                });
-            }
-            return Err(WalError::WriteFailed {
-                path: self.segment_path.clone(),
-                shard: self.shard,
-                offset_bytes,
-                source,
-            });
-        }
-        let chain = &mut self.chains[index];
-        chain.written_bytes = buf.len();
-        chain.buf_in_kernel = false;
-        chain.buf = Some(buf);
-        chain.state = ChainState::Done;
-        if let Some(seq) = self.advance() {
-            self.advanced_inline = Some(seq);
-        }
-        Ok(())
     }
 
     fn push_chain(&mut self, ring: &mut Ring, index: usize, buf: Vec<u8>) {
