@@ -984,6 +984,13 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
             "--duration must be a positive number of seconds",
         ));
     }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate >= 1.0)
+    {
+        return Err(Failure::usage(format!(
+            "--rate {rate}: give records per second, at least 1"
+        )));
+    }
     let temp;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),

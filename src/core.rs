@@ -323,15 +323,20 @@ fn run_fed(
     }
     listener.on_ready(wal.durable_seq());
     let mut first_appended_seq = None;
-    let result = run_loop(
-        &mut ring,
-        &mut wal,
-        shipper.as_mut(),
-        &mut feed,
-        listener,
-        &mut first_appended_seq,
-        config.ack_timeout,
-    );
+    // A panic in the loop must still reach the cleanup below: without it
+    // the ring's drop would wait forever for reads on sockets nobody shuts
+    // down. The panic resumes once the ring is gone.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_loop(
+            &mut ring,
+            &mut wal,
+            shipper.as_mut(),
+            &mut feed,
+            listener,
+            &mut first_appended_seq,
+            config.ack_timeout,
+        )
+    }));
     // The shipper's socket reads are in flight too: closing the socket
     // completes them.
     if let Some(s) = shipper.as_mut() {
@@ -342,7 +347,10 @@ fn run_fed(
     feed.close();
     let ring_flags = ring.flags();
     drop(ring);
-    result?;
+    match result {
+        Ok(result) => result?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
     Ok(CoreReport {
         shard: wal.shard(),
         ring_flags,
@@ -366,6 +374,16 @@ fn run_loop(
 ) -> Result<(), CoreError> {
     let mut ack_deadline: Option<Instant> = None;
     let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
+    // The acked seq last told to the listener. It moves on an ack, and also
+    // when a reconnect's welcome says the peer already holds more.
+    let mut reported_acked = shipper.as_deref().map(Shipper::acked_seq);
+    let mut report_acked = |shipper: Option<&Shipper>, listener: &mut dyn DurableListener| {
+        let now = shipper.map(Shipper::acked_seq);
+        if let Some(acked) = now.filter(|&a| Some(a) != reported_acked) {
+            reported_acked = now;
+            listener.on_acked(acked);
+        }
+    };
 
     loop {
         // 1 + 2: stage what the feed holds, submitting as chains free up; a
@@ -386,6 +404,7 @@ fn run_loop(
         if let Some(s) = shipper.as_deref_mut() {
             s.pump(ring, &mut *wal)?;
         }
+        report_acked(shipper.as_deref(), listener);
 
         if feed.is_finished() && wal.is_idle() {
             let Some(s) = shipper.as_deref() else {
@@ -419,7 +438,6 @@ fn run_loop(
         completions.clear();
         ring.reap(&mut completions);
         let mut advanced = None;
-        let acked_before = shipper.as_deref().map(Shipper::acked_seq);
         for completion in completions.drain(..) {
             if wal.owns(completion.token) {
                 if let Some(seq) = wal.on_completion(ring, completion)? {
@@ -435,9 +453,6 @@ fn run_loop(
         if let Some(seq) = advanced {
             listener.on_durable(seq);
         }
-        let acked_after = shipper.as_deref().map(Shipper::acked_seq);
-        if let Some(acked) = acked_after.filter(|&a| Some(a) != acked_before) {
-            listener.on_acked(acked);
-        }
+        report_acked(shipper.as_deref(), listener);
     }
 }

@@ -1046,7 +1046,7 @@ impl Shipper {
 
     /// Counts append → sent for every record up to `upto` not counted yet.
     /// Their timestamps are in the send window (copy, zc) or the durable
-    /// feed (splice), both contiguous by seq.
+    /// feed (splice), both ordered by seq.
     fn note_sent(&mut self, upto: u64) {
         if upto <= self.sent_noted_seq {
             return;
@@ -1056,11 +1056,9 @@ impl Shipper {
         self.sent_noted_seq = upto;
         let recorder = &mut self.stats.append_to_sent_ns;
         if self.config.send_mode == SendMode::Splice {
-            let Some(&(front, _)) = self.latency_pending.front() else {
-                return;
-            };
-            let skip = from.saturating_sub(front) as usize;
-            let skip = skip.min(self.latency_pending.len());
+            // The feed may have dropped its oldest entries: search, do not
+            // index.
+            let skip = self.latency_pending.partition_point(|&(seq, _)| seq < from);
             for &(seq, ts) in self.latency_pending.range(skip..) {
                 if seq > upto {
                     break;
@@ -1068,11 +1066,7 @@ impl Shipper {
                 recorder.record(ts, now_ns);
             }
         } else {
-            let Some(&(front, _, _)) = self.inflight.front() else {
-                return;
-            };
-            let skip = from.saturating_sub(front) as usize;
-            let skip = skip.min(self.inflight.len());
+            let skip = self.inflight.partition_point(|&(seq, _, _)| seq < from);
             for &(seq, ts, _) in self.inflight.range(skip..) {
                 if seq > upto {
                     break;

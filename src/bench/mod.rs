@@ -113,6 +113,8 @@ struct AckWatch {
 #[derive(Default)]
 struct AckState {
     acked: u64,
+    /// When the core handled the latest ack.
+    acked_at_ns: u64,
     target: u64,
     reached_at_ns: Option<u64>,
 }
@@ -124,7 +126,9 @@ impl AckWatch {
     fn wait_for(&self, target: u64) -> Result<u64, BenchError> {
         let mut state = self.state.lock().expect("not poisoned");
         state.target = target;
-        state.reached_at_ns = (state.acked >= target).then(frame::now_ns);
+        // Already there: the ack that got there is the latest one (nothing
+        // after `target` is in flight when the bench waits for it).
+        state.reached_at_ns = (state.acked >= target).then_some(state.acked_at_ns);
         let mut last = (state.acked, Instant::now());
         loop {
             if let Some(at) = state.reached_at_ns {
@@ -167,6 +171,7 @@ impl DurableListener for BenchListener {
         let now_ns = frame::now_ns();
         let mut state = self.watch.state.lock().expect("not poisoned");
         state.acked = acked_seq;
+        state.acked_at_ns = now_ns;
         if state.target != 0 && acked_seq >= state.target && state.reached_at_ns.is_none() {
             state.reached_at_ns = Some(now_ns);
         }
@@ -583,19 +588,29 @@ pub(crate) fn generate(
     }
     let mut count = 0u64;
     let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
-    let finished = |count: u64| match limit {
-        Some(n) => count == n,
-        None => started.elapsed() >= deadline,
+    // A record limit ends the run by count, whatever the time. Otherwise an
+    // open loop ends *on the schedule*: every record due before the
+    // deadline is offered, even if a stall made the generator late (those
+    // carry the stall's latency); a closed loop ends by the clock.
+    let deadline = if limit.is_some() {
+        Duration::MAX
+    } else {
+        deadline
+    };
+    let finished = |count: u64| match (limit, due(count)) {
+        (Some(n), _) => count == n,
+        (None, Some(next)) => next >= deadline,
+        (None, None) => started.elapsed() >= deadline,
     };
     loop {
+        if finished(count) {
+            return Ok(count);
+        }
         if let Some(next) = due(count) {
             let elapsed = started.elapsed();
             if next > elapsed {
-                std::thread::sleep((next - elapsed).min(deadline.saturating_sub(elapsed)));
+                std::thread::sleep(next - elapsed);
             }
-        }
-        if finished(count) {
-            return Ok(count);
         }
         let mut batch = sender.take()?;
         let now = started.elapsed();

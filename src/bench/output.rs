@@ -164,16 +164,15 @@ pub fn write_hlog(
         .begin_log_with(out, &mut serializer)?;
     let intervals = stages
         .iter()
-        .map(|(_, r)| r.intervals().len())
+        .map(|(_, r)| r.interval_count())
         .max()
         .unwrap_or(0);
-    let empty = crate::latency::histogram();
     for i in 0..intervals {
         let start = Duration::from_nanos(i as u64 * INTERVAL_NS);
         for (key, recorder) in stages {
-            let h = recorder.intervals().get(i).unwrap_or(&empty);
+            let h = recorder.interval(i);
             let tag = Tag::new(key).expect("stage keys are valid tags");
-            log.write_histogram(h, start, Duration::from_nanos(INTERVAL_NS), Some(tag))
+            log.write_histogram(&h, start, Duration::from_nanos(INTERVAL_NS), Some(tag))
                 .map_err(|e| io::Error::other(e.to_string()))?;
         }
     }

@@ -206,7 +206,7 @@ impl Ring {
         if let Err(e) = uring.submitter().register_iowq_max_workers(&mut workers) {
             tracing::debug!("register_iowq_max_workers: {e}");
         }
-        if let Some(cpu) = iowq_cpu {
+        if let Some(cpu) = iowq_cpu.map(allowed_cpu) {
             // SAFETY: cpu_set_t is a plain bitmask for which all-zero is a
             // valid (empty) value; CPU_SET only writes inside it.
             let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -650,11 +650,25 @@ fn classify_setup_error(e: io::Error) -> RingError {
     }
 }
 
-/// Pins the calling thread to `cpu` (modulo the CPUs that exist).
+/// The CPU that core index `index` runs on: the index-th (modulo their
+/// number) of the CPUs this process may use, as its affinity mask was when
+/// first asked. Under a cpuset such as `2-3`, index 0 is CPU 2.
+pub fn allowed_cpu(index: usize) -> usize {
+    static ALLOWED: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    let allowed = ALLOWED.get_or_init(|| {
+        let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+        let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.as_ref().is_some_and(|s| s.is_set(c).unwrap_or(false)))
+            .collect();
+        if cpus.is_empty() { vec![0] } else { cpus }
+    });
+    allowed[index % allowed.len()]
+}
+
+/// Pins the calling thread to core index `cpu` (see [`allowed_cpu`]).
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut set = nix::sched::CpuSet::new();
-    set.set(cpu % cpus).map_err(io::Error::from)?;
+    set.set(allowed_cpu(cpu)).map_err(io::Error::from)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
