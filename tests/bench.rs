@@ -473,3 +473,25 @@ fn compare_exit_codes() {
     assert_eq!(c, Some(2));
     assert!(err.contains("stages.append_to_sent"), "{err}");
 }
+
+#[test]
+fn wal_bench_with_a_record_count_and_a_rate_ends_by_count() {
+    // 2000 records at 2000/s outlast --duration 0.2: the count decides.
+    let o = run(&[
+        "wal-bench",
+        "--records",
+        "2000",
+        "--rate",
+        "2000",
+        "--duration",
+        "0.2",
+        "--durability",
+        "none",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["records"], 2000);
+    let o = run(&["wal-bench", "--rate", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
