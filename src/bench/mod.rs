@@ -198,14 +198,21 @@ fn rusage() -> (Duration, Duration, u64) {
             let tv = |t: nix::sys::time::TimeVal| {
                 Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
             };
-            (
-                tv(u.user_time()),
-                tv(u.system_time()),
-                u.max_rss() as u64 * 1024,
-            )
+            // ru_maxrss survives execve: under `cargo run` it reports
+            // cargo's own peak. VmHWM is this process image's.
+            let max_rss = peak_rss_bytes().unwrap_or(u.max_rss() as u64 * 1024);
+            (tv(u.user_time()), tv(u.system_time()), max_rss)
         }
         Err(_) => (Duration::ZERO, Duration::ZERO, 0),
     }
+}
+
+/// VmHWM from /proc/self/status, in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Runs the bench: receiver, cores, load, drain, probe, shutdown.
