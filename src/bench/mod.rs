@@ -236,7 +236,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
                 ReceiverConfig {
                     dir: config.dir.join("recv"),
                     durability: config.durability,
-                    cores: Some(cpus.saturating_sub(config.cores).max(1)),
+                    // The CPUs after the shipper's; with none to spare,
+                    // unpinned, for the scheduler to place.
+                    cores: (cpus > config.cores).then(|| cpus - config.cores),
                     first_cpu: config.cores % cpus,
                     latency_window: Some(window.clone()),
                 },
