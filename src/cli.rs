@@ -1175,30 +1175,34 @@ fn bench(args: BenchArgs) -> Result<i32, Failure> {
             args.record_bytes
         )));
     }
-    if args.cores == 0 || args.cores > SHARDS_MAX as usize {
-        return Err(Failure::usage(format!(
-            "--cores {}: give 1 to {SHARDS_MAX}",
-            args.cores
-        )));
-    }
-    if args.probe_rounds > PROBE_ROUNDS_MAX {
-        return Err(Failure::usage(format!(
-            "--probe-rounds {}: at most {PROBE_ROUNDS_MAX}",
-            args.probe_rounds
-        )));
-    }
-    if args.probe_burst == 0 || args.probe_burst > PROBE_BURST_MAX {
-        return Err(Failure::usage(format!(
-            "--probe-burst {}: give 1 to {PROBE_BURST_MAX} records",
-            args.probe_burst
-        )));
-    }
-    if args.probe_silence_ms > PROBE_SILENCE_MS_MAX {
-        return Err(Failure::usage(format!(
-            "--probe-silence-ms {}: at most {PROBE_SILENCE_MS_MAX}",
-            args.probe_silence_ms
-        )));
-    }
+    let within = |flag: &str, value: u64, low: u64, high: u64| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(Failure::usage(format!(
+                "{flag} {value}: give {low} to {high}"
+            )))
+        }
+    };
+    within("--cores", args.cores as u64, 1, u64::from(SHARDS_MAX))?;
+    within(
+        "--probe-rounds",
+        args.probe_rounds.into(),
+        0,
+        PROBE_ROUNDS_MAX.into(),
+    )?;
+    within(
+        "--probe-burst",
+        args.probe_burst.into(),
+        1,
+        PROBE_BURST_MAX.into(),
+    )?;
+    within(
+        "--probe-silence-ms",
+        args.probe_silence_ms,
+        0,
+        PROBE_SILENCE_MS_MAX,
+    )?;
     let peer = args.peer.as_deref().map(resolve).transpose()?;
     if let Some(out) = &args.out
         && out.exists()

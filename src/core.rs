@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::constants::RING_SLOTS_MAX;
-use crate::inbox::{Batch, BatchKind, InboxReceiver, Next};
+use crate::inbox::{Batch, InboxReceiver, Next};
 use crate::io::{Completion, Ring, RingError, RingFlags, pin_current_thread};
 use crate::latency::Window;
 use crate::ship::{ShipConfig, ShipError, ShipStats, Shipper};
@@ -168,17 +168,14 @@ impl Feed<'_> {
         wal: &mut WalWriter,
         first_appended_seq: &mut Option<u64>,
     ) -> Result<(), WalError> {
-        let Feed::Inbox {
-            inbox,
-            pending,
-            open,
-            ..
-        } = self
-        else {
-            let Feed::Source(source) = self else {
-                unreachable!()
-            };
-            return source.stage(wal, first_appended_seq);
+        let (inbox, pending, open) = match self {
+            Feed::Source(source) => return source.stage(wal, first_appended_seq),
+            Feed::Inbox {
+                inbox,
+                pending,
+                open,
+                ..
+            } => (inbox, pending, open),
         };
         while *open {
             if pending.is_none() {
@@ -192,18 +189,8 @@ impl Feed<'_> {
                 }
             }
             let (batch, cursor) = pending.as_mut().expect("set above");
-            loop {
-                let (staged, next) = match batch.kind() {
-                    BatchKind::Entries => match batch.entry_at(*cursor) {
-                        Some((ts, payload, next)) => (wal.stage(ts, payload)?, next),
-                        None => break,
-                    },
-                    BatchKind::Records => match batch.record_at(*cursor) {
-                        Some((record, next)) => (wal.stage_encoded(record)?, next),
-                        None => break,
-                    },
-                };
-                match staged {
+            while let Some((ts, payload, next)) = batch.entry_at(*cursor) {
+                match wal.stage(ts, payload)? {
                     Stage::Staged(seq) => {
                         first_appended_seq.get_or_insert(seq);
                         *cursor = next;

@@ -20,57 +20,16 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::constants::{INBOX_BATCH_BYTES, INBOX_BATCHES_COUNT, INBOX_ENTRY_HEADER_BYTES};
 use crate::frame::{TooLarge, check_payload};
 
-/// What a batch holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchKind {
-    /// Entries `len | append_ts_ns | payload` that the core frames.
-    Entries,
-    /// Whole encoded records (frame format), already verified by the
-    /// producer (the receiver), appended as they are: no second encode.
-    Records,
-}
-
 /// A fixed-capacity buffer of inbox entries.
 pub struct Batch {
     bytes: Vec<u8>,
-    kind: BatchKind,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             bytes: Vec::with_capacity(INBOX_BATCH_BYTES),
-            kind: BatchKind::Entries,
         }
-    }
-
-    pub fn kind(&self) -> BatchKind {
-        self.kind
-    }
-
-    /// True when an encoded record of `len` bytes still fits.
-    pub fn has_room_for_record(&self, len: usize) -> bool {
-        self.bytes.len() + len <= INBOX_BATCH_BYTES
-    }
-
-    /// Appends one whole, verified, encoded record. The batch becomes a
-    /// [`BatchKind::Records`] batch; kinds are never mixed.
-    pub fn push_record(&mut self, record: &[u8]) {
-        assert!(self.bytes.is_empty() || self.kind == BatchKind::Records);
-        assert!(self.has_room_for_record(record.len()), "batch overflow");
-        self.kind = BatchKind::Records;
-        self.bytes.extend_from_slice(record);
-    }
-
-    /// The encoded record at `cursor` of a Records batch, and the next cursor.
-    pub fn record_at(&self, cursor: usize) -> Option<(&[u8], usize)> {
-        assert_eq!(self.kind, BatchKind::Records);
-        if cursor >= self.bytes.len() {
-            return None;
-        }
-        let (_, _, len) = crate::frame::header_unverified(&self.bytes[cursor..])
-            .expect("records were verified before they were batched");
-        Some((&self.bytes[cursor..cursor + len], cursor + len))
     }
 
     /// True when an entry with a payload of `len` bytes still fits.
@@ -85,7 +44,6 @@ impl Batch {
     /// Appends one entry. The caller checks [`Batch::has_room`] first.
     pub fn push(&mut self, append_ts_ns: u64, payload: &[u8]) -> Result<(), TooLarge> {
         check_payload(payload)?;
-        assert_eq!(self.kind, BatchKind::Entries, "kinds are never mixed");
         assert!(self.has_room(payload.len()), "batch overflow");
         self.bytes
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -98,7 +56,6 @@ impl Batch {
     /// Entries were written by [`Batch::push`] in this process, so the
     /// layout is trusted; bounds are still asserted.
     pub fn entry_at(&self, cursor: usize) -> Option<(u64, &[u8], usize)> {
-        assert_eq!(self.kind, BatchKind::Entries);
         if cursor >= self.bytes.len() {
             return None;
         }
@@ -113,7 +70,6 @@ impl Batch {
 
     fn clear(&mut self) {
         self.bytes.clear();
-        self.kind = BatchKind::Entries;
     }
 }
 
