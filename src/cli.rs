@@ -552,6 +552,10 @@ struct ShipSummary {
     splice_bytes: Option<u64>,
     zc_bytes: Option<u64>,
     zc_copied_bytes: Option<u64>,
+    /// Of `zc_bytes`, those sent from the WAL's O_DIRECT commit buffers.
+    zc_commit_bytes: Option<u64>,
+    /// The WAL's segments were written with O_DIRECT (`--send-mode zc`).
+    direct_io: bool,
     append_to_acked: Option<LatencySummary>,
 }
 
@@ -658,6 +662,8 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         splice_bytes: report.ship.as_ref().map(|s| s.splice_bytes),
         zc_bytes: report.ship.as_ref().map(|s| s.zc_bytes),
         zc_copied_bytes: report.ship.as_ref().map(|s| s.zc_copied_bytes),
+        zc_commit_bytes: report.ship.as_ref().map(|s| s.zc_commit_bytes),
+        direct_io: report.wal.direct_io,
         append_to_acked: report
             .ship
             .as_ref()
@@ -700,12 +706,14 @@ fn print_ship_summary(s: &ShipSummary) {
     if let (Some(peer), Some(acked)) = (&s.peer, s.acked_seq) {
         println!(
             "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent \
-             ({} spliced, {} sent zero-copy of which the kernel copied {}, {} copied), {} connects",
+             ({} spliced, {} sent zero-copy ({} from O_DIRECT commit buffers) of which the \
+             kernel copied {}, {} copied), {} connects",
             s.source.as_deref().unwrap_or("?"),
             s.send_mode.unwrap_or(SendMode::Splice),
             s.sent_bytes.unwrap_or(0),
             s.splice_bytes.unwrap_or(0),
             s.zc_bytes.unwrap_or(0),
+            s.zc_commit_bytes.unwrap_or(0),
             s.zc_copied_bytes.unwrap_or(0),
             s.copy_bytes.unwrap_or(0),
             s.connects.unwrap_or(0)

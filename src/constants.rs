@@ -47,6 +47,31 @@ pub const COMMIT_CHAINS_MAX: usize = 2;
 /// Commit buffers per WAL: one per chain in flight plus the one being filled.
 pub const COMMIT_BUFFERS_COUNT: usize = COMMIT_CHAINS_MAX + 1;
 
+/// O_DIRECT segments (`--send-mode zc`): commit chains in flight per WAL.
+/// O_DIRECT writes whole pages, so a commit rewrites the partial page the
+/// previous one ended in; two such writes in flight could land in either
+/// order and the older could undo the newer. One chain at a time keeps
+/// them ordered; the next batch still gathers while it is in flight.
+pub const DIRECT_COMMIT_CHAINS_MAX: usize = 1;
+
+/// O_DIRECT segments: registered commit buffers per WAL. One is filled, one
+/// is written, and the rest keep recently durable commits for the shipper
+/// to send from with SEND_ZC, so the durable tail leaves without being read
+/// back. See [`DIRECT_SHIP_PINNED_MAX`].
+pub const DIRECT_COMMIT_BUFFERS_COUNT: usize = 4;
+
+/// O_DIRECT segments: commit buffers that zero-copy sends may hold at once.
+/// A send holds its buffer until the kernel's notification, which a stalled
+/// peer can delay for as long as TCP retransmits; capping them leaves the WAL
+/// a buffer to fill and one to write whatever the peer does, so a slow peer
+/// never stalls appends (the shipper reads such tails back instead).
+pub const DIRECT_SHIP_PINNED_MAX: usize = DIRECT_COMMIT_BUFFERS_COUNT - 2;
+
+/// O_DIRECT segments: size of one registered commit buffer. A commit starts
+/// at the page holding the previous commit's end (up to a page of carried
+/// bytes) and is padded with zeros to a page boundary.
+pub const DIRECT_COMMIT_BUFFER_BYTES: usize = COMMIT_BYTES_MAX + 2 * PAGE_SIZE_BYTES;
+
 /// Size of one inbox batch, the unit in which a producer hands records to a
 /// core. It must hold one maximum-size record with its inbox entry header.
 pub const INBOX_BATCH_BYTES: usize = 2 << 20;
@@ -220,3 +245,7 @@ const _: () = assert!(RING_SLOTS_MAX <= RING_ENTRIES as usize);
 // Lengths travel as u32 in the record header and in I/O lengths.
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(COMMIT_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(DIRECT_COMMIT_BUFFER_BYTES <= u32::MAX as usize);
+// O_DIRECT mode: one buffer filled, one written, at least one kept for sends.
+const _: () = assert!(DIRECT_COMMIT_CHAINS_MAX == 1 && DIRECT_SHIP_PINNED_MAX >= 1);
+const _: () = assert!(DIRECT_COMMIT_CHAINS_MAX <= COMMIT_CHAINS_MAX);

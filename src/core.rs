@@ -122,6 +122,7 @@ pub trait RecordSource {
     fn stage(
         &mut self,
         wal: &mut WalWriter,
+        ring: &mut Ring,
         first_appended_seq: &mut Option<u64>,
     ) -> Result<(), WalError>;
     /// The read's completion.
@@ -166,10 +167,11 @@ impl Feed<'_> {
     fn stage(
         &mut self,
         wal: &mut WalWriter,
+        ring: &mut Ring,
         first_appended_seq: &mut Option<u64>,
     ) -> Result<(), WalError> {
         let (inbox, pending, open) = match self {
-            Feed::Source(source) => return source.stage(wal, first_appended_seq),
+            Feed::Source(source) => return source.stage(wal, ring, first_appended_seq),
             Feed::Inbox {
                 inbox,
                 pending,
@@ -190,7 +192,7 @@ impl Feed<'_> {
             }
             let (batch, cursor) = pending.as_mut().expect("set above");
             while let Some((ts, payload, next)) = batch.entry_at(*cursor) {
-                match wal.stage(ts, payload)? {
+                match wal.stage(ring, ts, payload)? {
                     Stage::Staged(seq) => {
                         first_appended_seq.get_or_insert(seq);
                         *cursor = next;
@@ -298,6 +300,7 @@ fn run_fed(
                 config.shard,
                 TOKEN_SHIP,
                 &mut ring,
+                &mut wal,
             )?)
         }
         None => None,
@@ -376,7 +379,7 @@ fn run_loop(
         // 1 + 2: stage what the feed holds, submitting as chains free up; a
         // rotation frees the segment, so stage again after one.
         loop {
-            feed.stage(wal, first_appended_seq)?;
+            feed.stage(wal, ring, first_appended_seq)?;
             if !wal.pump(ring)? {
                 break;
             }

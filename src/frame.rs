@@ -98,14 +98,34 @@ pub fn encode_into(out: &mut Vec<u8>, seq: u64, append_ts_ns: u64, payload: &[u8
         "encode_into would grow a preallocated buffer"
     );
     let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&append_ts_ns.to_le_bytes());
+    out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
     out.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    seal(&mut out[start..], seq, append_ts_ns);
     debug_assert_eq!(out.capacity(), capacity);
+}
+
+/// Encodes one record at the start of `out` (a registered O_DIRECT commit
+/// buffer) and returns the bytes it occupies. Same contract as
+/// [`encode_into`]; `out` must have room (asserted).
+pub fn encode_at(out: &mut [u8], seq: u64, append_ts_ns: u64, payload: &[u8]) -> usize {
+    assert!(seq >= SEQ_FIRST, "seq {seq} is reserved");
+    assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
+    let len = encoded_len_bytes(payload.len());
+    let record = &mut out[..len];
+    record[RECORD_HEADER_BYTES..].copy_from_slice(payload);
+    seal(record, seq, append_ts_ns);
+    len
+}
+
+/// Fills in the header of `record`, whose payload is already in place
+/// after it: length, seq and timestamp, then the crc32c over all of it.
+fn seal(record: &mut [u8], seq: u64, append_ts_ns: u64) {
+    let payload_len = (record.len() - RECORD_HEADER_BYTES) as u32;
+    record[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    record[8..16].copy_from_slice(&seq.to_le_bytes());
+    record[16..24].copy_from_slice(&append_ts_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&record[4..]);
+    record[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes the record at the start of `buf`, verifying its crc.
@@ -224,6 +244,18 @@ mod tests {
         assert_eq!(rec.seq, 7);
         assert_eq!(rec.append_ts_ns, 42);
         assert_eq!(rec.payload, payload);
+    }
+
+    #[test]
+    fn encode_at_writes_the_same_bytes_as_encode_into() {
+        let payload = b"direct";
+        let mut slab = [0xeeu8; 64];
+        let used = encode_at(&mut slab[3..], 9, 5, payload);
+        assert_eq!(&slab[3..3 + used], encode(9, 5, payload).as_slice());
+        assert!(
+            slab[3 + used..].iter().all(|&b| b == 0xee),
+            "wrote past the record"
+        );
     }
 
     #[test]

@@ -422,6 +422,7 @@ impl RecordSource for SocketSource<'_> {
     fn stage(
         &mut self,
         wal: &mut WalWriter,
+        ring: &mut Ring,
         first_appended_seq: &mut Option<u64>,
     ) -> Result<(), WalError> {
         let Some(buf) = self.buf.as_ref() else {
@@ -474,7 +475,7 @@ impl RecordSource for SocketSource<'_> {
             let payload_len = record.payload.len() as u64;
             // Verified: it goes to disk exactly as it came, with no second
             // encode.
-            match wal.stage_encoded(bytes)? {
+            match wal.stage_encoded(ring, bytes)? {
                 Stage::Staged(seq) => {
                     first_appended_seq.get_or_insert(seq);
                 }

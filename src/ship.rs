@@ -25,9 +25,14 @@
 //! Send modes: `copy` reads a chunk (pread) and sends it with io_uring SEND;
 //! `splice` moves the current segment's durable bytes page cache → pipe →
 //! socket with io_uring SPLICE, so they are never copied into user memory,
-//! and falls back to `copy` for sealed segments (a backlog); `zc` reads into
-//! a registered buffer and sends it with SEND_ZC, counting the bytes the
-//! kernel reports it copied anyway.
+//! and falls back to `copy` for sealed segments (a backlog); `zc` switches
+//! the WAL to O_DIRECT segments written from registered buffers
+//! ([`WalWriter::enable_direct`]) and sends the durable tail with SEND_ZC
+//! straight from the commit buffer that wrote it, so the bytes touch neither
+//! the page cache nor a second buffer. What is no longer in a commit buffer
+//! (a backlog) is read into a registered buffer of the shipper's and sent
+//! with SEND_ZC from there. The kernel's report of bytes it copied anyway is
+//! counted.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,9 +44,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::constants::{
-    CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX,
-    SEND_INFLIGHT_RECORDS_MAX, SPLICE_MIN_BYTES,
+    CONNECT_TIMEOUT_MS, DIRECT_COMMIT_BUFFER_BYTES, DIRECT_COMMIT_BUFFERS_COUNT,
+    HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX, SEND_INFLIGHT_RECORDS_MAX,
+    SPLICE_MIN_BYTES,
 };
 use crate::frame;
 use crate::io::{Completion, Ring};
@@ -57,7 +63,8 @@ pub enum SendMode {
     /// io_uring SPLICE, segment (page cache) → pipe → socket, for the
     /// segment being written; sealed segments (a backlog) go by `copy`.
     Splice,
-    /// pread into a registered buffer, then io_uring SEND_ZC from it; the
+    /// O_DIRECT segments, and io_uring SEND_ZC from the registered commit
+    /// buffers (a backlog: pread into a registered buffer first); the
     /// buffer is the kernel's until the notification completion. Pays off
     /// on a real NIC; loopback always copies (and reports it).
     Zc,
@@ -107,8 +114,10 @@ pub enum ShipError {
         offset_bytes: u64,
         reason: String,
     },
-    #[error("registering the zero-copy send buffer: {0}")]
+    #[error("registering the zero-copy buffers: {0}")]
     Register(io::Error),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
     #[error("creating a pipe or an eventfd: {0}")]
     Pipe(io::Error),
 }
@@ -127,6 +136,9 @@ pub struct ShipStats {
     /// Of `zc_bytes`, those the kernel reported it copied after all
     /// (IORING_NOTIF_USAGE_ZC_COPIED; always all of them on loopback).
     pub zc_copied_bytes: u64,
+    /// Of `zc_bytes`, those sent straight from the WAL's O_DIRECT commit
+    /// buffers, never read back from the segment.
+    pub zc_commit_bytes: u64,
     pub segments_deleted: u64,
     /// append_ts → handed to the socket (the send or splice completed).
     pub append_to_sent_ns: Recorder,
@@ -143,6 +155,8 @@ const KIND_SEND_ZC: u64 = 5;
 const KIND_CONNECTED: u64 = 6;
 /// The ring's registered buffer that `zc` mode reads chunks into.
 const ZC_BUFFER: usize = 0;
+/// The first of the WAL's O_DIRECT commit buffers, registered after it.
+const ZC_WAL_FIRST_BUFFER: usize = 1;
 /// Zero-copy sends awaiting their notification: one chunk's send and its
 /// short-send resubmissions.
 const ZC_PENDING_MAX: usize = 64;
@@ -262,6 +276,9 @@ pub struct Shipper {
     zc_ops: usize,
     /// Bytes of each zero-copy send awaiting its notification, in order.
     zc_pending: VecDeque<u32>,
+    /// The registered buffer and offset the current zero-copy chunk is sent
+    /// from (a short send resumes there).
+    zc_from: (usize, usize),
     /// A dead connection's socket, segment file and pipe, kept open (though
     /// shut down) until every operation that names their fds has completed:
     /// SPLICE looks its fds up when it runs, so closing them earlier could
@@ -272,16 +289,27 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// A shipper for `wal` (open, nothing staged yet). In `zc` mode this
+    /// registers the ring's buffers and switches `wal` to O_DIRECT segments.
     pub fn new(
         config: ShipConfig,
         dir: &Path,
         shard: u32,
         token_base: u64,
         ring: &mut Ring,
+        wal: &mut WalWriter,
     ) -> Result<Shipper, ShipError> {
         if config.send_mode == SendMode::Zc {
-            ring.register_fixed_buffers(1, SEND_CHUNK_BYTES)
+            let mut sizes = vec![SEND_CHUNK_BYTES];
+            sizes.extend([DIRECT_COMMIT_BUFFER_BYTES; DIRECT_COMMIT_BUFFERS_COUNT]);
+            ring.register_fixed_buffers(&sizes)
                 .map_err(ShipError::Register)?;
+            if !wal.enable_direct(ring, ZC_WAL_FIRST_BUFFER)? {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the filesystem refuses O_DIRECT: segments go through the page cache, and zc sends read them back first"
+                );
+            }
         }
         protocol::validate_source(&config.source).expect("the CLI validates --source");
         let sdir = shard_dir(dir, shard);
@@ -311,6 +339,7 @@ impl Shipper {
             stale_ops: 0,
             zc_ops: 0,
             zc_pending: VecDeque::with_capacity(ZC_PENDING_MAX),
+            zc_from: (ZC_BUFFER, 0),
             held: None,
             connector: {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -358,6 +387,7 @@ impl Shipper {
                 splice_bytes: 0,
                 zc_bytes: 0,
                 zc_copied_bytes: 0,
+                zc_commit_bytes: 0,
                 segments_deleted: 0,
                 append_to_sent_ns: Recorder::new(),
                 append_to_acked_ns: Recorder::new(),
@@ -447,11 +477,13 @@ impl Shipper {
                 self.recv_buf = Some(buf);
             }
         }
+        // Zero-copy sends awaiting their notification do not hold the next
+        // one back: each names its own buffer, and `send_next_chunk` only
+        // reuses one that no send holds.
         let idle = self.send_progress.is_none()
             && self.send_buf.is_some()
             && self.splice.is_none()
-            && self.stale_ops == 0
-            && self.zc_ops == 0;
+            && self.stale_ops == 0;
         if idle {
             let in_current = self
                 .position
@@ -848,6 +880,26 @@ impl Shipper {
             let want = (end.saturating_sub(position.offset_bytes))
                 .min(SEND_CHUNK_BYTES as u64)
                 .min(window_bytes) as usize;
+            if zc {
+                // The durable tail is still in the commit buffer that wrote
+                // it: send from there, reading nothing.
+                if let Some(kept) =
+                    wal.retained(ring, position.segment_first_seq, position.offset_bytes)
+                {
+                    let chunk = &ring.fixed_buf(kept.index)[kept.from..][..want.min(kept.len)];
+                    let (used, _) = self.walk_records(chunk, end, wal)?;
+                    if used > 0 {
+                        self.stats.zc_commit_bytes += used as u64;
+                        self.send_zc_chunk(ring, kept.index, kept.from, used);
+                    }
+                    // Otherwise the window is full until acks free it.
+                    return Ok(());
+                }
+                if ring.fixed_in_use(ZC_BUFFER) {
+                    // Its notification is a completion: pump runs again then.
+                    return Ok(());
+                }
+            }
             let mut copy_buf = if zc {
                 None
             } else {
@@ -886,29 +938,42 @@ impl Shipper {
                 });
                 continue;
             }
-            self.position.as_mut().expect("positioned").offset_bytes += used as u64;
-            self.chunk_last_seq = self.send_seq - 1;
-            self.inflight_bytes += used as u64;
-            self.stats.sent_bytes += used as u64;
-            self.send_progress = Some((used, 0));
-            let stream = self.stream.as_ref().expect("connected");
             match copy_buf {
                 Some(mut buf) => {
+                    self.chunk_taken(used);
                     buf.truncate(used);
                     self.stats.copy_bytes += used as u64;
+                    let stream = self.stream.as_ref().expect("connected");
                     if ring.send(stream, buf, 0, self.token(KIND_SEND)).is_err() {
                         panic!("ring full: RING_SLOTS_MAX must cover the shipper");
                     }
                 }
-                None => {
-                    self.stats.zc_bytes += used as u64;
-                    ring.send_zc_fixed(stream, ZC_BUFFER, 0, used, self.token(KIND_SEND_ZC))
-                        .expect("ring slots cover the shipper");
-                    self.zc_ops += 1;
-                }
+                None => self.send_zc_chunk(ring, ZC_BUFFER, 0, used),
             }
             return Ok(());
         }
+    }
+
+    /// Moves the read position over a chunk of `used` bytes about to be
+    /// sent, and counts it.
+    fn chunk_taken(&mut self, used: usize) {
+        self.position.as_mut().expect("positioned").offset_bytes += used as u64;
+        self.chunk_last_seq = self.send_seq - 1;
+        self.inflight_bytes += used as u64;
+        self.stats.sent_bytes += used as u64;
+        self.send_progress = Some((used, 0));
+    }
+
+    /// Sends bytes `[from, from + used)` of registered buffer `index` with
+    /// SEND_ZC; the buffer is the kernel's until the notification.
+    fn send_zc_chunk(&mut self, ring: &mut Ring, index: usize, from: usize, used: usize) {
+        self.chunk_taken(used);
+        self.stats.zc_bytes += used as u64;
+        self.zc_from = (index, from);
+        let stream = self.stream.as_ref().expect("connected");
+        ring.send_zc_fixed(stream, index, from, used, self.token(KIND_SEND_ZC))
+            .expect("ring slots cover the shipper");
+        self.zc_ops += 1;
     }
 
     /// Reads `buf.len()` bytes at the read position into `buf` and walks the
@@ -931,6 +996,23 @@ impl Shipper {
                 path: position.path.clone(),
                 source,
             })?;
+        self.walk_records(&buf[..n], end, wal)
+    }
+
+    /// Walks the records of `chunk`, the segment's bytes at the read
+    /// position, noting each for the acks. Returns the bytes of whole
+    /// records (the chunk to send) and whether the segment's data ended.
+    fn walk_records(
+        &mut self,
+        chunk: &[u8],
+        end: u64,
+        wal: &WalWriter,
+    ) -> Result<(usize, bool), ShipError> {
+        let position = self
+            .position
+            .as_ref()
+            .expect("connected implies positioned");
+        let n = chunk.len();
         let mut used = 0;
         let mut end_of_data = n == 0;
         while self.inflight.len() < SEND_INFLIGHT_RECORDS_MAX && self.send_seq <= wal.durable_seq()
@@ -938,7 +1020,7 @@ impl Shipper {
             // Segments were crc-checked by recovery when the WAL opened, and
             // the WAL wrote everything since: only the framing is read here.
             // The receiver verifies every crc again.
-            let rest = &buf[used..n];
+            let rest = &chunk[used..];
             let Some((seq, ts, len)) = frame::header_unverified(rest) else {
                 let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
                 // Preallocated space, or the last few bytes of a full segment
@@ -1009,10 +1091,11 @@ impl Shipper {
         if let Some(sent) = self.send_result(c.result) {
             let len = self.send_progress.expect("more to send").0;
             let stream = self.stream.as_ref().expect("current implies connected");
+            let (index, from) = self.zc_from;
             ring.send_zc_fixed(
                 stream,
-                ZC_BUFFER,
-                sent,
+                index,
+                from + sent,
                 len - sent,
                 self.token(KIND_SEND_ZC),
             )

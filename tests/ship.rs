@@ -219,6 +219,8 @@ fn receiver_killed_mid_stream_and_restarted(send_mode: &str) {
     if send_mode == "zc" {
         // Loopback always copies; the kernel says so, and it is counted.
         assert!(json["zc_copied_bytes"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(json["direct_io"], true, "{json}");
+        assert!(json["zc_commit_bytes"].as_u64().unwrap() > 0, "{json}");
     }
     recv.stop();
     let got = dump_lines(&recv_dir.join("src1"));
@@ -264,6 +266,63 @@ fn an_existing_wal_with_empty_input_ships_what_the_peer_lacks() {
         dump_lines(&tmp.path().join("recv/src1")),
         (1..=1000).map(line).collect::<Vec<_>>()
     );
+}
+
+/// `zc` writes O_DIRECT segments and sends the live tail from the commit
+/// buffers that wrote it; a backlog (here: written while the peer was down,
+/// by an earlier process) is read back and sent from the shipper's
+/// registered buffer. Either way the peer gets exactly the input.
+#[test]
+fn zc_sends_the_live_tail_from_commit_buffers_and_reads_a_backlog_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    let ship = |peer: &str, input: &std::path::Path, timeout: &str| {
+        let out = run(&[
+            "ship",
+            "--dir",
+            wal.to_str().unwrap(),
+            "--peer",
+            peer,
+            "--source",
+            "src1",
+            "--send-mode",
+            "zc",
+            "--input",
+            input.to_str().unwrap(),
+            "--ack-timeout",
+            timeout,
+            "--json",
+        ]);
+        let json = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok();
+        (out.status.code(), json, stderr(&out))
+    };
+    let backlog = tmp.path().join("backlog");
+    std::fs::write(&backlog, lines_bytes(1..=50_000)).unwrap();
+    // Nothing listens on port 1: everything stays in the WAL.
+    let (code, _, err) = ship("127.0.0.1:1", &backlog, "1");
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(dump_lines(&wal).len(), 50_000);
+
+    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "fsync");
+    let (code, json, err) = ship(&recv.addr, std::path::Path::new("/dev/null"), "30");
+    assert_eq!(code, Some(0), "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["acked_seq"], 50_000);
+    assert_eq!(json["direct_io"], true, "{json}");
+    assert!(json["zc_bytes"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["zc_commit_bytes"], 0, "a backlog is read back: {json}");
+
+    let live = tmp.path().join("live");
+    std::fs::write(&live, lines_bytes(50_001..=60_000)).unwrap();
+    let (code, json, err) = ship(&recv.addr, &live, "30");
+    assert_eq!(code, Some(0), "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["acked_seq"], 60_000);
+    assert!(json["zc_commit_bytes"].as_u64().unwrap() > 0, "{json}");
+    recv.stop();
+    let all = (1..=60_000).map(line).collect::<Vec<_>>();
+    assert!(dump_lines(&tmp.path().join("recv/src1")) == all);
+    assert!(dump_lines(&wal) == all);
 }
 
 #[test]

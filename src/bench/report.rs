@@ -95,6 +95,9 @@ pub struct Settings {
 pub struct Environment {
     pub kernel: String,
     pub ring_flags: String,
+    /// How the shipper's segments were written: `direct` (O_DIRECT, with
+    /// `--send-mode zc` on a filesystem that takes it) or `buffered`.
+    pub wal_io: &'static str,
     pub cpus: usize,
     pub peer: Option<String>,
 }
@@ -120,6 +123,8 @@ pub struct Results {
     pub splice_bytes: u64,
     pub zc_bytes: u64,
     pub zc_copied_bytes: u64,
+    /// Of `zc_bytes`, those sent from the WAL's O_DIRECT commit buffers.
+    pub zc_commit_bytes: u64,
     pub connects: u64,
     pub disconnects: u64,
 }
@@ -237,6 +242,11 @@ pub(crate) fn build(
                 .first()
                 .map(|c| c.ring_flags.to_string())
                 .unwrap_or_default(),
+            wal_io: if cores.iter().all(|c| c.wal.direct_io) {
+                "direct"
+            } else {
+                "buffered"
+            },
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             peer: config.peer.map(|p| p.to_string()),
         },
@@ -256,6 +266,7 @@ pub(crate) fn build(
             splice_bytes: sum(&|s| s.splice_bytes),
             zc_bytes: sum(&|s| s.zc_bytes),
             zc_copied_bytes: sum(&|s| s.zc_copied_bytes),
+            zc_commit_bytes: sum(&|s| s.zc_commit_bytes),
             connects: sum(&|s| s.connects),
             disconnects: sum(&|s| s.disconnects),
         },
@@ -289,11 +300,12 @@ pub fn print_table(r: &BenchReport) {
         r.environment.peer.as_deref().unwrap_or("in-process")
     );
     println!(
-        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · {} CPUs",
+        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs",
         c.duration_ns as f64 / 1e9,
         c.warmup_ns as f64 / 1e9,
         r.environment.kernel,
         r.environment.ring_flags,
+        r.environment.wal_io,
         r.environment.cpus
     );
     println!();

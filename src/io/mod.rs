@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
-use crate::constants::{IOWQ_WORKERS_MAX, RING_ENTRIES, RING_SLOTS_MAX};
+use crate::constants::{IOWQ_WORKERS_MAX, PAGE_SIZE_BYTES, RING_ENTRIES, RING_SLOTS_MAX};
 
 /// The setup flags that ended up in force, reported in every summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,9 +134,39 @@ pub struct Ring {
     free: Vec<u32>,
     in_flight: usize,
     /// Registered buffers (io_uring_register_buffers(3)), owned here so they
-    /// outlive their registration, and how many operations use each.
-    fixed: Vec<Vec<u8>>,
+    /// outlive their registration, and how many operations use each. Each
+    /// Vec is a page longer than asked for: the buffer proper starts at the
+    /// first page boundary inside it, as O_DIRECT requires.
+    fixed: Vec<FixedBuf>,
     fixed_users: Vec<u32>,
+}
+
+/// One registered buffer: `len` bytes from `start` inside `mem`, with
+/// `mem[start..]` page-aligned.
+struct FixedBuf {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl FixedBuf {
+    /// Page alignment without an aligned allocator: over-allocate by one
+    /// page and start at the first boundary (safe code; a page of slack per
+    /// buffer).
+    fn new(len: usize) -> FixedBuf {
+        let mem = vec![0u8; len + PAGE_SIZE_BYTES];
+        let start = mem.as_ptr().align_offset(PAGE_SIZE_BYTES);
+        assert!(start < PAGE_SIZE_BYTES);
+        FixedBuf { mem, start, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
 }
 
 /// The opcodes every core needs, probed at start-up.
@@ -283,6 +313,58 @@ impl Ring {
             write = write.flags(squeue::Flags::IO_LINK);
         }
         self.push(&write);
+        self.push_linked_datasync(raw, sync_token);
+        Ok(())
+    }
+
+    /// Like [`Ring::write_then_datasync`], but writes bytes `[from, len)` of
+    /// registered buffer `index` (WRITE_FIXED) at `offset + from`: the path
+    /// for O_DIRECT segments, whose buffers must be page-aligned. The buffer
+    /// counts as in use ([`Ring::fixed_in_use`]) until the write completes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_fixed_then_datasync(
+        &mut self,
+        fd: &impl AsRawFd,
+        index: usize,
+        from: usize,
+        len: usize,
+        offset: u64,
+        write_token: u64,
+        sync_token: Option<u64>,
+    ) -> Result<(), QueueFull> {
+        let needed = if sync_token.is_some() { 2 } else { 1 };
+        if !self.has_room(needed) {
+            return Err(QueueFull);
+        }
+        assert!(
+            from < len && len <= self.fixed[index].len,
+            "write of an empty range"
+        );
+        let raw = fd.as_raw_fd();
+        // SAFETY (for the pointer taken here): registered buffers live as
+        // long as the ring, and `fixed_users` keeps `fixed_buf_mut` from
+        // handing this one out for filling until the write's completion.
+        let ptr = self.fixed[index].bytes()[from..].as_ptr();
+        let write_slot = self.take_fixed_slot(write_token, index);
+        let mut write = opcode::WriteFixed::new(
+            types::Fd(raw),
+            ptr,
+            u32::try_from(len - from).expect("commit bounded by COMMIT_BYTES_MAX"),
+            u16::try_from(index).expect("registered buffer index"),
+        )
+        .offset(offset + from as u64)
+        .build()
+        .user_data(write_slot as u64);
+        if sync_token.is_some() {
+            write = write.flags(squeue::Flags::IO_LINK);
+        }
+        self.push(&write);
+        self.push_linked_datasync(raw, sync_token);
+        Ok(())
+    }
+
+    /// The fdatasync half of a write chain, when `sync_token` asks for one.
+    fn push_linked_datasync(&mut self, raw: RawFd, sync_token: Option<u64>) {
         if let Some(token) = sync_token {
             let sync_slot = self.take_slot(token, None);
             let sync = opcode::Fsync::new(types::Fd(raw))
@@ -291,7 +373,6 @@ impl Ring {
                 .user_data(sync_slot as u64);
             self.push(&sync);
         }
-        Ok(())
     }
 
     /// Pushes `read(fd, buf[..])` at the file's current position (for
@@ -414,19 +495,23 @@ impl Ring {
         Ok(())
     }
 
-    /// Allocates `count` buffers of `size_bytes` and registers them with the
-    /// kernel (io_uring_register_buffers(3)). Registered memory counts
+    /// Allocates one zeroed, page-aligned buffer per entry of `sizes_bytes`
+    /// and registers them with the kernel (io_uring_register_buffers(3)), as
+    /// indices `0..sizes_bytes.len()`. Registered memory is pinned, and counts
     /// against RLIMIT_MEMLOCK (8 MiB for an unprivileged user by default).
-    pub fn register_fixed_buffers(&mut self, count: usize, size_bytes: usize) -> io::Result<()> {
+    pub fn register_fixed_buffers(&mut self, sizes_bytes: &[usize]) -> io::Result<()> {
         assert!(self.fixed.is_empty(), "buffers are registered once");
-        self.fixed = (0..count).map(|_| vec![0u8; size_bytes]).collect();
-        self.fixed_users = vec![0; count];
+        self.fixed = sizes_bytes.iter().map(|&len| FixedBuf::new(len)).collect();
+        self.fixed_users = vec![0; sizes_bytes.len()];
         let iovecs: Vec<libc::iovec> = self
             .fixed
             .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
+            .map(|b| {
+                let bytes = b.bytes_mut();
+                libc::iovec {
+                    iov_base: bytes.as_mut_ptr().cast(),
+                    iov_len: bytes.len(),
+                }
             })
             .collect();
         // SAFETY: the iovecs point into `self.fixed`, whose Vecs are never
@@ -450,12 +535,13 @@ impl Ring {
     /// Registered buffer `index` for filling, or `None` while an operation
     /// still uses it.
     pub fn fixed_buf_mut(&mut self, index: usize) -> Option<&mut [u8]> {
-        (self.fixed_users[index] == 0).then(|| self.fixed[index].as_mut_slice())
+        (self.fixed_users[index] == 0).then(|| self.fixed[index].bytes_mut())
     }
 
-    /// Registered buffer `index`, read-only (also while in use).
+    /// Registered buffer `index`, read-only (also while in use: the kernel
+    /// only reads registered buffers, for writes and sends).
     pub fn fixed_buf(&self, index: usize) -> &[u8] {
-        &self.fixed[index]
+        self.fixed[index].bytes()
     }
 
     /// True while an operation uses registered buffer `index`.
@@ -479,19 +565,13 @@ impl Ring {
         if !self.has_room(1) {
             return Err(QueueFull);
         }
-        assert!(from + len <= self.fixed[index].len() && len > 0);
+        assert!(from + len <= self.fixed[index].len && len > 0);
         // SAFETY (for the pointer taken here): registered buffers live as
         // long as the ring (see `register_fixed_buffers`), and `fixed_users`
         // keeps `fixed_buf_mut` from handing this one out until the
         // notification.
-        let ptr = self.fixed[index][from..].as_ptr();
-        let slot = self.take_slot(token, None);
-        self.slots[slot as usize] = Slot::Busy {
-            token,
-            buf: None,
-            fixed: Some(index as u16),
-        };
-        self.fixed_users[index] += 1;
+        let ptr = self.fixed[index].bytes()[from..].as_ptr();
+        let slot = self.take_fixed_slot(token, index);
         let entry = opcode::SendZc::new(types::Fd(fd.as_raw_fd()), ptr, len as u32)
             .buf_index(Some(index as u16))
             .zc_flags(SEND_ZC_REPORT_USAGE)
@@ -603,6 +683,19 @@ impl Ring {
         };
         self.in_flight += 1;
         index
+    }
+
+    /// Takes a slot for an operation that reads registered buffer `index`;
+    /// the buffer counts as in use until the slot's last completion.
+    fn take_fixed_slot(&mut self, token: u64, index: usize) -> u32 {
+        let slot = self.take_slot(token, None);
+        self.slots[slot as usize] = Slot::Busy {
+            token,
+            buf: None,
+            fixed: Some(u16::try_from(index).expect("registered buffer index")),
+        };
+        self.fixed_users[index] += 1;
+        slot
     }
 
     fn push(&mut self, entry: &squeue::Entry) {

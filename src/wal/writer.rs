@@ -22,17 +22,31 @@
 //! A failed fdatasync is fatal: the kernel may already have dropped the dirty
 //! pages, so retrying could report data durable that is gone ("Can
 //! Applications Recover from fsync Failures?", ATC'20).
+//!
+//! **O_DIRECT segments** ([`WalWriter::enable_direct`], used by `--send-mode
+//! zc`). Records are encoded straight into the ring's registered,
+//! page-aligned buffers and written with WRITE_FIXED to a segment opened
+//! O_DIRECT, so they never enter the page cache. O_DIRECT writes whole pages:
+//! each commit begins with a copy of the partial page the previous one ended
+//! in and is padded with zeros to a page boundary. Because consecutive
+//! commits rewrite that shared page, only [`DIRECT_COMMIT_CHAINS_MAX`] (one)
+//! chain is in flight at a time. A durable commit's buffer is then *kept*,
+//! so the shipper can send the durable tail from it with SEND_ZC instead of
+//! reading it back ([`WalWriter::retained`]); a kept buffer is reused for
+//! filling once no send holds it.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
 use crate::constants::{
-    COMMIT_BUFFERS_COUNT, COMMIT_BYTES_MAX, COMMIT_CHAINS_MAX, SEGMENT_SIZE_BYTES,
+    COMMIT_BUFFERS_COUNT, COMMIT_BYTES_MAX, COMMIT_CHAINS_MAX, DIRECT_COMMIT_BUFFERS_COUNT,
+    DIRECT_COMMIT_CHAINS_MAX, DIRECT_SHIP_PINNED_MAX, PAGE_SIZE_BYTES, SEGMENT_SIZE_BYTES,
 };
 use crate::frame::{self, encoded_len_bytes};
 use crate::io::{Completion, Ring};
@@ -64,15 +78,103 @@ enum ChainState {
 
 struct Chain {
     state: ChainState,
+    /// The commit's bytes: a heap buffer (page-cache writes; the kernel
+    /// holds it between submit and the write's completion) or, for O_DIRECT
+    /// segments, a registered buffer of the ring.
     buf: Option<Vec<u8>>,
+    fixed: Option<usize>,
     /// Set while the kernel holds the buffer (between submit and the write's
     /// completion).
     buf_in_kernel: bool,
+    /// File offset of the buffer's first byte.
     file_offset_bytes: u64,
+    /// Bytes to write from the buffer's start (O_DIRECT: padded to a page).
+    write_bytes: usize,
     written_bytes: usize,
+    /// Record data in the buffer: `[data_from, data_end)`. O_DIRECT commits
+    /// start with `data_from` bytes carried from the previous commit's page.
+    data_from: usize,
+    data_end: usize,
     first_seq: u64,
     last_seq: u64,
     submitted: Instant,
+}
+
+impl Chain {
+    fn idle() -> Chain {
+        Chain {
+            state: ChainState::Idle,
+            buf: None,
+            fixed: None,
+            buf_in_kernel: false,
+            file_offset_bytes: 0,
+            write_bytes: 0,
+            written_bytes: 0,
+            data_from: 0,
+            data_end: 0,
+            first_seq: 0,
+            last_seq: 0,
+            submitted: Instant::now(),
+        }
+    }
+}
+
+/// O_DIRECT state: the WAL's commit buffers are registered buffers
+/// `first..first + DIRECT_COMMIT_BUFFERS_COUNT` of the core's ring.
+struct Direct {
+    /// The buffer being filled: `carried` bytes copied from the page the
+    /// previous commit ended in, then staged records, `len` bytes in all.
+    staging: usize,
+    len: usize,
+    carried: usize,
+    /// Buffers no one uses.
+    free: Vec<usize>,
+    /// Durable commits kept for zero-copy sends, oldest first.
+    kept: VecDeque<Kept>,
+}
+
+/// A durable commit still held in its registered buffer.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    index: usize,
+    segment_first_seq: u64,
+    /// File offset of the buffer's first byte (page-aligned).
+    file_offset_bytes: u64,
+    /// Bytes of record data from the buffer's start (carried bytes included).
+    data_bytes: usize,
+}
+
+/// Durable bytes still in a registered commit buffer: bytes `[from, from +
+/// len)` of buffer `index` are the segment's bytes at the offset asked for,
+/// and end on a record boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    pub index: usize,
+    pub from: usize,
+    pub len: usize,
+}
+
+impl Direct {
+    /// A buffer to fill next: a free one, else the oldest kept commit that no
+    /// send holds. `None` only while sends hold every kept buffer, which
+    /// [`WalWriter::retained`] keeps from happening.
+    fn take_buffer(&mut self, ring: &Ring) -> Option<usize> {
+        if let Some(index) = self.free.pop() {
+            return Some(index);
+        }
+        let at = self.kept.iter().position(|k| !ring.fixed_in_use(k.index))?;
+        self.kept.remove(at).map(|k| k.index)
+    }
+}
+
+/// Opens a segment for O_DIRECT writes.
+fn open_direct(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
 }
 
 /// Counters and histograms of one WAL, merged into reports.
@@ -82,6 +184,8 @@ pub struct WalStats {
     pub payload_bytes: u64,
     pub short_writes: u64,
     pub segments_created: u64,
+    /// Segments are written with O_DIRECT ([`WalWriter::enable_direct`]).
+    pub direct_io: bool,
     /// Submit → fdatasync completion of each commit, ns.
     pub commit_latency_ns: Histogram<u64>,
     /// append_ts → durable of each record, ns.
@@ -96,6 +200,7 @@ impl WalStats {
             payload_bytes: 0,
             short_writes: 0,
             segments_created: 0,
+            direct_io: false,
             commit_latency_ns: crate::latency::histogram(),
             append_to_durable_ns: Recorder::new(),
         }
@@ -130,6 +235,9 @@ pub struct WalWriter {
     /// measuring append → acked). Bounded; the oldest are dropped if the
     /// consumer falls behind.
     durable_feed: Option<VecDeque<(u64, u64)>>,
+    /// Set once [`WalWriter::enable_direct`] switched to O_DIRECT segments;
+    /// `staging` and `spares` are then unused.
+    direct: Option<Direct>,
     stats: WalStats,
 }
 
@@ -220,18 +328,7 @@ impl WalWriter {
             .map(|_| Vec::with_capacity(COMMIT_BYTES_MAX))
             .collect();
         let staging = spares.pop().expect("COMMIT_BUFFERS_COUNT >= 1");
-        let chains = (0..COMMIT_CHAINS_MAX)
-            .map(|_| Chain {
-                state: ChainState::Idle,
-                buf: None,
-                buf_in_kernel: false,
-                file_offset_bytes: 0,
-                written_bytes: 0,
-                first_seq: 0,
-                last_seq: 0,
-                submitted: Instant::now(),
-            })
-            .collect();
+        let chains = (0..COMMIT_CHAINS_MAX).map(|_| Chain::idle()).collect();
         let writer = WalWriter {
             shard,
             dir: sdir,
@@ -251,9 +348,114 @@ impl WalWriter {
             durable_seq: scan.next_seq - 1,
             rotate_pending: false,
             durable_feed: None,
+            direct: None,
             stats,
         };
         Ok((writer, scan))
+    }
+
+    /// Switches to O_DIRECT segments, with registered buffers `first_index
+    /// ..first_index + DIRECT_COMMIT_BUFFERS_COUNT` of `ring` (each at least
+    /// [`crate::constants::DIRECT_COMMIT_BUFFER_BYTES`]) as commit buffers.
+    /// Call right after [`WalWriter::open`]. Returns false, changing nothing,
+    /// when the filesystem refuses O_DIRECT (tmpfs before Linux 6.6, for
+    /// one).
+    pub fn enable_direct(&mut self, ring: &mut Ring, first_index: usize) -> Result<bool, WalError> {
+        assert!(self.is_idle() && self.direct.is_none());
+        let file = match open_direct(&self.segment_path) {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(source) => {
+                return Err(WalError::Io {
+                    op: "open segment (O_DIRECT)",
+                    path: self.segment_path.clone(),
+                    source,
+                });
+            }
+        };
+        // The first commit rewrites the page the data ends in: start the
+        // buffer with that page's bytes so far.
+        let carried = (self.write_offset_bytes % PAGE_SIZE_BYTES as u64) as usize;
+        let buf = ring.fixed_buf_mut(first_index).expect("unused at start-up");
+        self.file
+            .read_exact_at(
+                &mut buf[..carried],
+                self.write_offset_bytes - carried as u64,
+            )
+            .map_err(|source| WalError::Io {
+                op: "read the segment's last page",
+                path: self.segment_path.clone(),
+                source,
+            })?;
+        self.file = file;
+        self.direct = Some(Direct {
+            staging: first_index,
+            len: carried,
+            carried,
+            free: (first_index + 1..first_index + DIRECT_COMMIT_BUFFERS_COUNT)
+                .rev()
+                .collect(),
+            kept: VecDeque::with_capacity(DIRECT_COMMIT_BUFFERS_COUNT),
+        });
+        self.staging = Vec::new();
+        self.spares.clear();
+        self.stats.direct_io = true;
+        Ok(true)
+    }
+
+    /// True once [`WalWriter::enable_direct`] succeeded.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Where the durable bytes at `offset_bytes` of the segment starting at
+    /// `segment_first_seq` can be sent from without reading them back: a
+    /// kept O_DIRECT commit buffer. `None` when no kept commit covers them,
+    /// or when taking another buffer for a send would leave sends holding
+    /// more than [`DIRECT_SHIP_PINNED_MAX`] (the caller reads them instead).
+    pub fn retained(
+        &self,
+        ring: &Ring,
+        segment_first_seq: u64,
+        offset_bytes: u64,
+    ) -> Option<Retained> {
+        let direct = self.direct.as_ref()?;
+        let pinned = direct
+            .kept
+            .iter()
+            .filter(|k| ring.fixed_in_use(k.index))
+            .count();
+        let kept = direct.kept.iter().rev().find(|k| {
+            k.segment_first_seq == segment_first_seq
+                && k.file_offset_bytes <= offset_bytes
+                && offset_bytes < k.file_offset_bytes + k.data_bytes as u64
+        })?;
+        if !ring.fixed_in_use(kept.index) && pinned >= DIRECT_SHIP_PINNED_MAX {
+            return None;
+        }
+        let from = (offset_bytes - kept.file_offset_bytes) as usize;
+        Some(Retained {
+            index: kept.index,
+            from,
+            len: kept.data_bytes - from,
+        })
+    }
+
+    /// Record bytes staged for the next commit.
+    fn staged_bytes(&self) -> usize {
+        match &self.direct {
+            Some(d) => d.len - d.carried,
+            None => self.staging.len(),
+        }
+    }
+
+    /// Commit chains allowed in flight at once.
+    fn chains_max(&self) -> usize {
+        if self.direct.is_some() {
+            DIRECT_COMMIT_CHAINS_MAX
+        } else {
+            COMMIT_CHAINS_MAX
+        }
     }
 
     pub fn shard(&self) -> u32 {
@@ -323,31 +525,54 @@ impl WalWriter {
 
     /// True when nothing is staged and no commit is in flight.
     pub fn is_idle(&self) -> bool {
-        self.staging.is_empty() && self.order.is_empty()
+        self.staged_bytes() == 0 && self.order.is_empty()
     }
 
-    /// Encodes one record into the next commit. Never allocates.
-    pub fn stage(&mut self, append_ts_ns: u64, payload: &[u8]) -> Result<Stage, WalError> {
+    /// Encodes one record into the next commit. Never allocates. `ring` is
+    /// the core's: O_DIRECT commit buffers are its registered buffers.
+    pub fn stage(
+        &mut self,
+        ring: &mut Ring,
+        append_ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<Stage, WalError> {
         frame::check_payload(payload)?;
         if let Some(full) = self.reserve(encoded_len_bytes(payload.len())) {
             return Ok(full);
         }
         let seq = self.next_seq;
-        frame::encode_into(&mut self.staging, seq, append_ts_ns, payload);
+        match self.direct.as_mut() {
+            None => frame::encode_into(&mut self.staging, seq, append_ts_ns, payload),
+            Some(d) => {
+                let buf = ring
+                    .fixed_buf_mut(d.staging)
+                    .expect("staging is never in flight");
+                d.len += frame::encode_at(&mut buf[d.len..], seq, append_ts_ns, payload);
+            }
+        }
         self.staged(payload.len())
     }
 
     /// Stages a record that is already encoded and verified (the receiver's
     /// path: the bytes go to disk exactly as they came off the wire). Its
     /// seq must be the next one, which the receiver checked.
-    pub fn stage_encoded(&mut self, record: &[u8]) -> Result<Stage, WalError> {
+    pub fn stage_encoded(&mut self, ring: &mut Ring, record: &[u8]) -> Result<Stage, WalError> {
         let (seq, _, len) = frame::header_unverified(record).expect("a verified record");
         assert_eq!(len, record.len());
         assert_eq!(seq, self.next_seq, "the receiver checks seq continuity");
         if let Some(full) = self.reserve(len) {
             return Ok(full);
         }
-        self.staging.extend_from_slice(record);
+        match self.direct.as_mut() {
+            None => self.staging.extend_from_slice(record),
+            Some(d) => {
+                let buf = ring
+                    .fixed_buf_mut(d.staging)
+                    .expect("staging is never in flight");
+                buf[d.len..d.len + len].copy_from_slice(record);
+                d.len += len;
+            }
+        }
         self.staged(len - crate::constants::RECORD_HEADER_BYTES)
     }
 
@@ -357,15 +582,16 @@ impl WalWriter {
         if self.rotate_pending {
             return Some(Stage::Full);
         }
-        let end = self.write_offset_bytes + (self.staging.len() + need) as u64;
+        let staged = self.staged_bytes();
+        let end = self.write_offset_bytes + (staged + need) as u64;
         if end > SEGMENT_SIZE_BYTES {
             self.rotate_pending = true;
             return Some(Stage::Full);
         }
-        if self.staging.len() + need > COMMIT_BYTES_MAX {
+        if staged + need > COMMIT_BYTES_MAX {
             return Some(Stage::Full);
         }
-        if self.staging.is_empty() {
+        if staged == 0 {
             self.staging_first_seq = self.next_seq;
         }
         None
@@ -383,12 +609,14 @@ impl WalWriter {
     /// once a pending rotation's barrier is reached. Returns true if it
     /// rotated (the caller may then stage again).
     pub fn pump(&mut self, ring: &mut Ring) -> Result<bool, WalError> {
-        if !self.staging.is_empty()
-            && let Some(index) = self.chains.iter().position(|c| c.state == ChainState::Idle)
+        if self.staged_bytes() > 0
+            && let Some(index) = self.chains[..self.chains_max()]
+                .iter()
+                .position(|c| c.state == ChainState::Idle)
         {
             self.submit(ring, index);
         }
-        if self.rotate_pending && self.staging.is_empty() && self.order.is_empty() {
+        if self.rotate_pending && self.staged_bytes() == 0 && self.order.is_empty() {
             self.rotate()?;
             return Ok(true);
         }
@@ -396,46 +624,91 @@ impl WalWriter {
     }
 
     fn submit(&mut self, ring: &mut Ring, index: usize) {
-        let spare = self.spares.pop().expect("a spare buffer per idle chain");
-        let buf = std::mem::replace(&mut self.staging, spare);
-        let len = buf.len();
-        let chain = &mut self.chains[index];
-        *chain = Chain {
+        let mut chain = Chain {
             state: ChainState::InFlight,
-            buf: None,
             buf_in_kernel: true,
-            file_offset_bytes: self.write_offset_bytes,
-            written_bytes: 0,
             first_seq: self.staging_first_seq,
             last_seq: self.next_seq - 1,
-            submitted: Instant::now(),
+            ..Chain::idle()
         };
-        self.write_offset_bytes += len as u64;
+        let buf = match self.direct.as_mut() {
+            None => {
+                let spare = self.spares.pop().expect("a spare buffer per idle chain");
+                let buf = std::mem::replace(&mut self.staging, spare);
+                chain.file_offset_bytes = self.write_offset_bytes;
+                chain.write_bytes = buf.len();
+                chain.data_end = buf.len();
+                Some(buf)
+            }
+            Some(d) => {
+                // Sends hold every kept buffer: submit once one is let go
+                // (its notification is a completion, so the loop comes back).
+                let Some(next) = d.take_buffer(ring) else {
+                    return;
+                };
+                let (index, data_end) = (d.staging, d.len);
+                let write_bytes = data_end.next_multiple_of(PAGE_SIZE_BYTES);
+                let buf = ring
+                    .fixed_buf_mut(index)
+                    .expect("staging is never in flight");
+                buf[data_end..write_bytes].fill(0);
+                // The next commit starts by rewriting this one's last page.
+                let carried = data_end % PAGE_SIZE_BYTES;
+                let mut page = [0u8; PAGE_SIZE_BYTES];
+                page[..carried].copy_from_slice(&buf[data_end - carried..data_end]);
+                ring.fixed_buf_mut(next).expect("taken buffers are unused")[..carried]
+                    .copy_from_slice(&page[..carried]);
+                chain.fixed = Some(index);
+                chain.file_offset_bytes = self.write_offset_bytes - d.carried as u64;
+                chain.write_bytes = write_bytes;
+                chain.data_from = d.carried;
+                chain.data_end = data_end;
+                (d.staging, d.len, d.carried) = (next, carried, carried);
+                None
+            }
+        };
+        self.write_offset_bytes += (chain.data_end - chain.data_from) as u64;
+        self.chains[index] = chain;
         self.order.push_back(index);
         self.stats.commits += 1;
         self.push_chain(ring, index, buf);
     }
 
-    fn push_chain(&mut self, ring: &mut Ring, index: usize, buf: Vec<u8>) {
+    fn push_chain(&mut self, ring: &mut Ring, index: usize, buf: Option<Vec<u8>>) {
         let chain = &self.chains[index];
         let write_token = self.token_base | (index as u64) << 1 | TOKEN_KIND_WRITE;
         let sync_token = (self.durability == Durability::Fsync)
             .then_some(self.token_base | (index as u64) << 1 | TOKEN_KIND_SYNC);
         // Ring slots are sized for every chain at once (constants.rs), so a
         // full ring here is a programmer error.
-        if ring
-            .write_then_datasync(
-                &self.file,
-                buf,
-                chain.written_bytes,
-                chain.file_offset_bytes,
-                write_token,
-                sync_token,
-            )
-            .is_err()
-        {
-            panic!("ring full: RING_SLOTS_MAX must cover every commit chain");
-        }
+        let pushed = match (buf, chain.fixed) {
+            (Some(buf), None) => ring
+                .write_then_datasync(
+                    &self.file,
+                    buf,
+                    chain.written_bytes,
+                    chain.file_offset_bytes,
+                    write_token,
+                    sync_token,
+                )
+                .is_ok(),
+            (None, Some(fixed)) => ring
+                .write_fixed_then_datasync(
+                    &self.file,
+                    fixed,
+                    chain.written_bytes,
+                    chain.write_bytes,
+                    chain.file_offset_bytes,
+                    write_token,
+                    sync_token,
+                )
+                .is_ok(),
+            _ => unreachable!("a chain has a heap or a registered buffer"),
+        };
+        assert!(
+            pushed,
+            "ring full: RING_SLOTS_MAX must cover every commit chain"
+        );
     }
 
     /// True if `token` belongs to this WAL.
@@ -459,9 +732,12 @@ impl WalWriter {
             let chain = &mut self.chains[index];
             assert!(matches!(chain.state, ChainState::InFlight));
             assert!(chain.buf_in_kernel);
-            let buf = completion.buf.expect("a write hands its buffer back");
+            // A heap buffer comes back with the completion; a registered one
+            // was never given away.
+            assert_eq!(completion.buf.is_some(), chain.fixed.is_none());
+            chain.buf = completion.buf;
             chain.buf_in_kernel = false;
-            let remaining = buf.len() - chain.written_bytes;
+            let remaining = chain.write_bytes - chain.written_bytes;
             if result <= 0 {
                 let source = if result == 0 {
                     io::Error::new(io::ErrorKind::WriteZero, "write made no progress")
@@ -485,7 +761,6 @@ impl WalWriter {
             let n = result as usize;
             assert!(n <= remaining);
             chain.written_bytes += n;
-            chain.buf = Some(buf);
             if n < remaining {
                 self.stats.short_writes += 1;
                 match self.durability {
@@ -517,28 +792,25 @@ impl WalWriter {
                 ChainState::InFlight => {
                     // Links guarantee the write completed in full first.
                     assert!(!chain.buf_in_kernel);
-                    assert_eq!(
-                        chain.written_bytes,
-                        chain.buf.as_ref().map_or(0, |b| b.len())
-                    );
+                    assert_eq!(chain.written_bytes, chain.write_bytes);
                     chain.state = ChainState::Done;
                 }
                 state => panic!("sync completion in state {state:?}"),
             }
         }
-        Ok(self.advance())
+        Ok(self.advance(ring))
     }
 
     fn resubmit(&mut self, ring: &mut Ring, index: usize) {
         let chain = &mut self.chains[index];
-        let buf = chain.buf.take().expect("buffer back from the short write");
+        let buf = chain.buf.take();
         chain.state = ChainState::InFlight;
         chain.buf_in_kernel = true;
         self.push_chain(ring, index, buf);
     }
 
     /// Moves the watermark over every completed chain at the front.
-    fn advance(&mut self) -> Option<u64> {
+    fn advance(&mut self, ring: &Ring) -> Option<u64> {
         let before = self.durable_seq;
         let now_ns = frame::now_ns();
         while let Some(&index) = self.order.front() {
@@ -547,7 +819,12 @@ impl WalWriter {
             }
             self.order.pop_front();
             let chain = &mut self.chains[index];
-            let mut buf = chain.buf.take().expect("done chain holds its buffer");
+            let heap = chain.buf.take();
+            let buf = match (&heap, chain.fixed) {
+                (Some(heap), None) => heap.as_slice(),
+                (None, Some(fixed)) => ring.fixed_buf(fixed),
+                _ => unreachable!("a chain has a heap or a registered buffer"),
+            };
             assert_eq!(
                 chain.first_seq,
                 self.durable_seq + 1,
@@ -557,9 +834,9 @@ impl WalWriter {
             self.stats
                 .commit_latency_ns
                 .saturating_record(elapsed_ns.max(1));
-            let mut at = 0;
-            while at < buf.len() {
-                let (seq, ts, used) = frame::peek_header(&buf[at..]);
+            let mut at = chain.data_from;
+            while at < chain.data_end {
+                let (seq, ts, used) = frame::peek_header(&buf[at..chain.data_end]);
                 debug_assert!(seq >= chain.first_seq && seq <= chain.last_seq);
                 self.stats.append_to_durable_ns.record(ts, now_ns);
                 if let Some(feed) = self.durable_feed.as_mut() {
@@ -571,16 +848,27 @@ impl WalWriter {
                 at += used;
             }
             self.durable_seq = chain.last_seq;
-            self.durable_offset_bytes = chain.file_offset_bytes + buf.len() as u64;
+            self.durable_offset_bytes = chain.file_offset_bytes + chain.data_end as u64;
             chain.state = ChainState::Idle;
-            buf.clear();
-            self.spares.push(buf);
+            match (heap, self.direct.as_mut()) {
+                (Some(mut heap), _) => {
+                    heap.clear();
+                    self.spares.push(heap);
+                }
+                (None, Some(direct)) => direct.kept.push_back(Kept {
+                    index: chain.fixed.take().expect("a registered buffer"),
+                    segment_first_seq: self.segment_first_seq,
+                    file_offset_bytes: chain.file_offset_bytes,
+                    data_bytes: chain.data_end,
+                }),
+                (None, None) => unreachable!("registered buffers only in O_DIRECT mode"),
+            }
         }
         (self.durable_seq != before).then_some(self.durable_seq)
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
-        assert!(self.order.is_empty() && self.staging.is_empty());
+        assert!(self.order.is_empty() && self.staged_bytes() == 0);
         let header = SegmentHeader {
             shard: self.shard,
             first_seq: self.next_seq,
@@ -588,6 +876,16 @@ impl WalWriter {
         // The old file closes here; no operation on it is in flight.
         self.file = create_segment(&self.dir, header)?;
         self.segment_path = self.dir.join(segment::segment_file_name(self.next_seq));
+        if let Some(direct) = self.direct.as_mut() {
+            // Record data starts page-aligned (SEGMENT_HEADER_BYTES): nothing
+            // to carry.
+            (direct.len, direct.carried) = (0, 0);
+            self.file = open_direct(&self.segment_path).map_err(|source| WalError::Io {
+                op: "open segment (O_DIRECT)",
+                path: self.segment_path.clone(),
+                source,
+            })?;
+        }
         self.segment_first_seq = self.next_seq;
         self.write_offset_bytes = crate::constants::SEGMENT_HEADER_BYTES as u64;
         self.durable_offset_bytes = self.write_offset_bytes;
