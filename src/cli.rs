@@ -112,8 +112,8 @@ struct ShipArgs {
     #[arg(long, default_value_t = 30.0)]
     ack_timeout: f64,
     /// How bytes go from segment to socket: splice (page cache → pipe →
-    /// socket, no copy to user memory), zc (pread into a registered buffer,
-    /// SEND_ZC), copy (pread + send, the baseline).
+    /// socket, no copy to user memory), zc (O_DIRECT segments; SEND_ZC from
+    /// the registered commit buffers), copy (pread + send, the baseline).
     #[arg(long, value_enum, default_value_t = SendMode::Splice)]
     send_mode: SendMode,
     /// With --peer: keep N sealed segments that the peer has fully

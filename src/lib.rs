@@ -11,13 +11,14 @@
 //! frame    header { crc32c, len, seq, append_ts_ns } + payload
 //!   ▼
 //! wal      staged into a commit buffer; group commit = write linked to
-//!          fdatasync on the core's ring; ≥2 chains in flight; segments
-//!          preallocated, named by first seq, recovered by scanning
+//!          fdatasync on the core's ring; ≥2 chains in flight (one with
+//!          O_DIRECT segments, `zc`); segments preallocated, named by first
+//!          seq, recovered by scanning
 //!   ▼      the durable watermark advances → core::DurableListener, same loop turn
 //! ship     in that same turn, [shipped, durable): io_uring SPLICE page cache →
-//!          pipe → socket (default), pread + SEND_ZC from a registered buffer
-//!          (zc), or pread + SEND (copy); acks arrive on an io_uring RECV
-//!          that is always posted
+//!          pipe → socket (default), SEND_ZC straight from the O_DIRECT
+//!          commit buffer that wrote the bytes (zc), or pread + SEND (copy);
+//!          acks arrive on an io_uring RECV that is always posted
 //!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
 //! receive  one core per connection reads the socket on its own ring (RECV),
 //!          verifies (length bound, crc32c, seq continuity), appends the
