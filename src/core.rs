@@ -98,7 +98,7 @@ pub enum CoreError {
     #[error(transparent)]
     Ship(#[from] ShipError),
     #[error(
-        "the peer has acknowledged up to seq {acked_seq} of {durable_seq} after waiting {waited_s} s          (--ack-timeout); seqs {} ..= {durable_seq} stay in the WAL and ship on the next run",
+        "the peer has acknowledged up to seq {acked_seq} of {durable_seq} after waiting {waited_s} s (--ack-timeout); seqs {} ..= {durable_seq} stay in the WAL and ship on the next run",
         acked_seq + 1
     )]
     AckTimeout {
