@@ -94,8 +94,16 @@ pub const INPUT_READ_BYTES: usize = 1 << 20;
 pub const RING_ENTRIES: u32 = 64;
 
 /// Completion slots per ring: the most operations one core has in flight.
-/// Each commit chain takes two (write + fdatasync); the inbox wake-up takes one.
+/// Each commit chain takes two (write + fdatasync); the inbox wake-up, the
+/// shipper's ack RECV, its connect wake-up and its send (or two splices)
+/// take one each; zero-copy sends take up to [`SEND_ZC_IN_FLIGHT_MAX`].
 pub const RING_SLOTS_MAX: usize = 32;
+
+/// Zero-copy sends per shipper whose notification is still due. Each keeps
+/// a completion slot (and its buffer) until the kernel lets the buffer go,
+/// which on a real NIC is when TCP has it acknowledged; a few in flight
+/// cover a round trip without letting them eat the ring.
+pub const SEND_ZC_IN_FLIGHT_MAX: usize = 8;
 
 /// io-wq workers per ring, [bounded, unbounded]. Buffered writes and
 /// fdatasync run on bounded workers; on a 2-core box more than two only
@@ -241,6 +249,8 @@ const _: () = assert!(INBOX_ENTRY_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX <= INB
 const _: () = assert!(COMMIT_CHAINS_MAX >= 2);
 // Two slots per chain, one for the wake-up read, never more than the ring holds.
 const _: () = assert!(COMMIT_CHAINS_MAX * 2 < RING_SLOTS_MAX);
+// Commit chains, wake-up, ack RECV, connect wake-up, two splices, zc sends.
+const _: () = assert!(COMMIT_CHAINS_MAX * 2 + 5 + SEND_ZC_IN_FLIGHT_MAX <= RING_SLOTS_MAX);
 const _: () = assert!(RING_SLOTS_MAX <= RING_ENTRIES as usize);
 // Lengths travel as u32 in the record header and in I/O lengths.
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);

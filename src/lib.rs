@@ -11,7 +11,7 @@
 //! frame    header { crc32c, len, seq, append_ts_ns } + payload
 //!   ▼
 //! wal      staged into a commit buffer; group commit = write linked to
-//!          fdatasync on the core's ring; ≥2 chains in flight (one with
+//!          fdatasync on the core's ring; 2 chains in flight (one with
 //!          O_DIRECT segments, `zc`); segments preallocated, named by first
 //!          seq, recovered by scanning
 //!   ▼      the durable watermark advances → core::DurableListener, same loop turn

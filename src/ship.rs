@@ -30,8 +30,10 @@
 //! ([`WalWriter::enable_direct`]) and sends the durable tail with SEND_ZC
 //! straight from the commit buffer that wrote it, so the bytes touch neither
 //! the page cache nor a second buffer. What is no longer in a commit buffer
-//! (a backlog) is read into a registered buffer of the shipper's and sent
-//! with SEND_ZC from there. The kernel's report of bytes it copied anyway is
+//! (a backlog), or would pin more than
+//! [`DIRECT_SHIP_PINNED_MAX`](crate::constants::DIRECT_SHIP_PINNED_MAX) of them,
+//! is read into a registered buffer of the shipper's and sent with SEND_ZC
+//! from there. The kernel's report of bytes it copied anyway is
 //! counted.
 
 use std::collections::VecDeque;
@@ -47,7 +49,7 @@ use crate::constants::{
     CONNECT_TIMEOUT_MS, DIRECT_COMMIT_BUFFER_BYTES, DIRECT_COMMIT_BUFFERS_COUNT,
     HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS, RECORD_HEADER_BYTES,
     SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX, SEND_INFLIGHT_RECORDS_MAX,
-    SPLICE_MIN_BYTES,
+    SEND_ZC_IN_FLIGHT_MAX, SPLICE_MIN_BYTES,
 };
 use crate::frame;
 use crate::io::{Completion, Ring};
@@ -157,9 +159,6 @@ const KIND_CONNECTED: u64 = 6;
 const ZC_BUFFER: usize = 0;
 /// The first of the WAL's O_DIRECT commit buffers, registered after it.
 const ZC_WAL_FIRST_BUFFER: usize = 1;
-/// Zero-copy sends awaiting their notification: one chunk's send and its
-/// short-send resubmissions.
-const ZC_PENDING_MAX: usize = 64;
 /// Token layout: owner (bits 8..16, from the core) | kind (bits 0..8) |
 /// connection generation (bits 16..), so completions of a dead connection
 /// are recognised and only their buffers are taken back.
@@ -300,16 +299,7 @@ impl Shipper {
         wal: &mut WalWriter,
     ) -> Result<Shipper, ShipError> {
         if config.send_mode == SendMode::Zc {
-            let mut sizes = vec![SEND_CHUNK_BYTES];
-            sizes.extend([DIRECT_COMMIT_BUFFER_BYTES; DIRECT_COMMIT_BUFFERS_COUNT]);
-            ring.register_fixed_buffers(&sizes)
-                .map_err(ShipError::Register)?;
-            if !wal.enable_direct(ring, ZC_WAL_FIRST_BUFFER)? {
-                tracing::warn!(
-                    dir = %dir.display(),
-                    "the filesystem refuses O_DIRECT: segments go through the page cache, and zc sends read them back first"
-                );
-            }
+            Shipper::set_up_zc(ring, wal, dir)?;
         }
         protocol::validate_source(&config.source).expect("the CLI validates --source");
         let sdir = shard_dir(dir, shard);
@@ -338,7 +328,7 @@ impl Shipper {
             }),
             stale_ops: 0,
             zc_ops: 0,
-            zc_pending: VecDeque::with_capacity(ZC_PENDING_MAX),
+            zc_pending: VecDeque::with_capacity(SEND_ZC_IN_FLIGHT_MAX),
             zc_from: (ZC_BUFFER, 0),
             held: None,
             connector: {
@@ -483,7 +473,8 @@ impl Shipper {
         let idle = self.send_progress.is_none()
             && self.send_buf.is_some()
             && self.splice.is_none()
-            && self.stale_ops == 0;
+            && self.stale_ops == 0
+            && self.zc_ops < SEND_ZC_IN_FLIGHT_MAX;
         if idle {
             let in_current = self
                 .position
@@ -662,6 +653,45 @@ impl Shipper {
         self.inflight_bytes = 0;
         self.ack_partial.clear();
         self.schedule_retry();
+    }
+
+    /// Registers `zc` mode's buffers and switches `wal` to O_DIRECT segments,
+    /// falling back (with a warning) to segments in the page cache when the
+    /// filesystem refuses O_DIRECT or RLIMIT_MEMLOCK is too low to pin the
+    /// commit buffers: zc then reads every chunk back before sending it.
+    fn set_up_zc(ring: &mut Ring, wal: &mut WalWriter, dir: &Path) -> Result<(), ShipError> {
+        let fallback = |why: &str| {
+            tracing::warn!(
+                dir = %dir.display(),
+                "{why}: segments go through the page cache, and zc sends read them back first"
+            );
+        };
+        let direct = wal.supports_direct()?;
+        if !direct {
+            fallback("the filesystem refuses O_DIRECT");
+        }
+        let mut sizes = vec![SEND_CHUNK_BYTES];
+        if direct {
+            sizes.extend([DIRECT_COMMIT_BUFFER_BYTES; DIRECT_COMMIT_BUFFERS_COUNT]);
+        }
+        match ring.register_fixed_buffers(&sizes) {
+            Ok(()) if direct => {
+                if !wal.enable_direct(ring, ZC_WAL_FIRST_BUFFER)? {
+                    fallback("the filesystem refuses O_DIRECT");
+                }
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            Err(e) if direct && e.kind() == io::ErrorKind::OutOfMemory => {
+                fallback(&format!(
+                    "cannot pin {} MiB of commit buffers ({e})",
+                    sizes.iter().sum::<usize>() >> 20
+                ));
+                ring.register_fixed_buffers(&[SEND_CHUNK_BYTES])
+                    .map_err(ShipError::Register)
+            }
+            Err(e) => Err(ShipError::Register(e)),
+        }
     }
 
     /// Connects and handshakes synchronously (bounded by the connect and
@@ -1077,7 +1107,7 @@ impl Shipper {
             return Ok(());
         }
         if c.more {
-            if self.zc_pending.len() < ZC_PENDING_MAX {
+            if self.zc_pending.len() < SEND_ZC_IN_FLIGHT_MAX {
                 self.zc_pending.push_back(c.result.max(0) as u32);
             }
         } else {

@@ -242,7 +242,7 @@ pub(crate) fn build(
                 .first()
                 .map(|c| c.ring_flags.to_string())
                 .unwrap_or_default(),
-            wal_io: if cores.iter().all(|c| c.wal.direct_io) {
+            wal_io: if !cores.is_empty() && cores.iter().all(|c| c.wal.direct_io) {
                 "direct"
             } else {
                 "buffered"

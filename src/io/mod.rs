@@ -119,7 +119,8 @@ enum Slot {
     Busy {
         token: u64,
         buf: Option<Vec<u8>>,
-        /// The registered buffer a zero-copy send reads from.
+        /// The registered buffer the operation reads from (SEND_ZC,
+        /// WRITE_FIXED).
         fixed: Option<u16>,
     },
 }
@@ -516,9 +517,12 @@ impl Ring {
             .collect();
         // SAFETY: the iovecs point into `self.fixed`, whose Vecs are never
         // resized or dropped while the ring exists: the field is only ever
-        // assigned here, and it is declared after `uring`, so the ring (and
-        // with it the registration) is dropped first.
+        // assigned here (and cleared below only if the kernel refused them),
+        // and it is declared after `uring`, so the ring (and with it the
+        // registration) is dropped first.
         unsafe { self.uring.submitter().register_buffers(&iovecs) }.map_err(|e| {
+            self.fixed.clear();
+            self.fixed_users.clear();
             if e.raw_os_error() == Some(libc::ENOMEM) {
                 io::Error::new(
                     e.kind(),

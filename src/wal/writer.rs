@@ -357,9 +357,9 @@ impl WalWriter {
     /// Switches to O_DIRECT segments, with registered buffers `first_index
     /// ..first_index + DIRECT_COMMIT_BUFFERS_COUNT` of `ring` (each at least
     /// [`crate::constants::DIRECT_COMMIT_BUFFER_BYTES`]) as commit buffers.
-    /// Call right after [`WalWriter::open`]. Returns false, changing nothing,
-    /// when the filesystem refuses O_DIRECT (tmpfs before Linux 6.6, for
-    /// one).
+    /// Call right after [`WalWriter::open`]. Returns false, leaving the WAL
+    /// as it was, when the filesystem refuses O_DIRECT (tmpfs before Linux
+    /// 6.6, for one); [`WalWriter::supports_direct`] asks first.
     pub fn enable_direct(&mut self, ring: &mut Ring, first_index: usize) -> Result<bool, WalError> {
         assert!(self.is_idle() && self.direct.is_none());
         let file = match open_direct(&self.segment_path) {
@@ -401,6 +401,19 @@ impl WalWriter {
         self.spares.clear();
         self.stats.direct_io = true;
         Ok(true)
+    }
+
+    /// True if the current segment opens with O_DIRECT.
+    pub fn supports_direct(&self) -> Result<bool, WalError> {
+        match open_direct(&self.segment_path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(source) => Err(WalError::Io {
+                op: "open segment (O_DIRECT)",
+                path: self.segment_path.clone(),
+                source,
+            }),
+        }
     }
 
     /// True once [`WalWriter::enable_direct`] succeeded.
@@ -803,6 +816,11 @@ impl WalWriter {
 
     fn resubmit(&mut self, ring: &mut Ring, index: usize) {
         let chain = &mut self.chains[index];
+        if chain.fixed.is_some() {
+            // O_DIRECT takes whole pages: rewrite the partly written one
+            // (its bytes are the same) rather than start mid-page.
+            chain.written_bytes -= chain.written_bytes % PAGE_SIZE_BYTES;
+        }
         let buf = chain.buf.take();
         chain.state = ChainState::InFlight;
         chain.buf_in_kernel = true;
