@@ -140,10 +140,12 @@ struct ReceiveArgs {
     listen: String,
     #[arg(long)]
     dir: PathBuf,
-    /// Pin connection k's core to CPU k % N. Default: unpinned, so the
-    /// scheduler keeps a receiver off CPUs a local shipper is pinned to.
-    #[arg(long)]
-    cores: Option<usize>,
+    /// Serve connections on N cores, each a thread with its own io_uring,
+    /// pinned (with its io-wq workers) to CPU k. Default: one core per CPU,
+    /// unpinned, so the scheduler keeps a receiver off CPUs a local shipper
+    /// is pinned to.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
+    cores: Option<u32>,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
     durability: Durability,
     /// Allow a non-loopback --listen without authentication.
@@ -760,8 +762,11 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
         ReceiverConfig {
             dir: args.dir.clone(),
             durability: args.durability,
-            cores: args.cores,
-            first_cpu: 0,
+            cores: args.cores.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |n| n as usize,
+            ),
+            pin_first_cpu: args.cores.map(|_| 0),
             latency_window: None,
         },
     )

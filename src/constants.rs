@@ -169,6 +169,11 @@ pub const RECV_BUFFER_BYTES: usize = 4 << 20;
 /// Connections one receiver serves at once; more are refused.
 pub const RECEIVER_CONNECTIONS_MAX: usize = 256;
 
+/// Operations one receiver connection has in flight at most: two per
+/// commit chain, its socket RECV and its ack SEND. A receiver core's ring
+/// has room for every connection on one core.
+pub const RECEIVER_SLOTS_PER_CONNECTION: usize = COMMIT_CHAINS_MAX * 2 + 2;
+
 /// How long either side waits for the other's half of the handshake.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
@@ -252,6 +257,9 @@ const _: () = assert!(COMMIT_CHAINS_MAX * 2 < RING_SLOTS_MAX);
 // Commit chains, wake-up, ack RECV, connect wake-up, two splices, zc sends.
 const _: () = assert!(COMMIT_CHAINS_MAX * 2 + 5 + SEND_ZC_IN_FLIGHT_MAX <= RING_SLOTS_MAX);
 const _: () = assert!(RING_SLOTS_MAX <= RING_ENTRIES as usize);
+// A receiver core's ring (every connection plus the admission wake-up)
+// stays within io_uring's 32768-entry maximum.
+const _: () = assert!(RECEIVER_CONNECTIONS_MAX * RECEIVER_SLOTS_PER_CONNECTION < 32768);
 // Lengths travel as u32 in the record header and in I/O lengths.
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(COMMIT_BYTES_MAX <= u32::MAX as usize);

@@ -108,58 +108,24 @@ pub enum CoreError {
     },
 }
 
-/// Records that reach a core through its own ring rather than the inbox:
-/// a receiver connection's socket, read with io_uring RECV and verified on
-/// the core, so a record costs no thread hand-off between the socket and
-/// the WAL.
-pub trait RecordSource {
-    /// The WAL is open; the next record must be `durable_seq + 1`.
-    fn start(&mut self, durable_seq: u64);
-    /// Posts a read with `token` if none is in flight and reading goes on.
-    fn arm(&mut self, ring: &mut Ring, token: u64);
-    /// Stages verified records into the WAL until none are left or the WAL
-    /// is full (backpressure: no read is posted while the buffer is full).
-    fn stage(
-        &mut self,
-        wal: &mut WalWriter,
-        ring: &mut Ring,
-        first_appended_seq: &mut Option<u64>,
-    ) -> Result<(), WalError>;
-    /// The read's completion.
-    fn on_completion(&mut self, completion: Completion);
-    /// No record will come any more and none is held.
-    fn is_finished(&self) -> bool;
-    /// Stops reading; a read in flight must complete soon after (shutdown).
-    fn close(&mut self);
-}
-
-/// Where the loop's records come from.
-enum Feed<'a> {
-    Inbox {
-        inbox: &'a InboxReceiver,
-        /// The eventfd read's buffer while no read is in flight.
-        wake_buf: Option<Vec<u8>>,
-        /// A batch taken from the inbox and the cursor into it, while the
-        /// WAL is full.
-        pending: Option<(Batch, usize)>,
-        open: bool,
-    },
-    Source(&'a mut dyn RecordSource),
+/// Where the loop's records come from: the inbox, whose producer wakes the
+/// core through an eventfd read posted on the ring.
+struct Feed<'a> {
+    inbox: &'a InboxReceiver,
+    /// The eventfd read's buffer while no read is in flight.
+    wake_buf: Option<Vec<u8>>,
+    /// A batch taken from the inbox and the cursor into it, while the WAL is
+    /// full.
+    pending: Option<(Batch, usize)>,
+    open: bool,
 }
 
 impl Feed<'_> {
     fn arm(&mut self, ring: &mut Ring) {
-        match self {
-            Feed::Inbox {
-                inbox, wake_buf, ..
-            } => {
-                if let Some(buf) = wake_buf.take()
-                    && let Err((_, buf)) = ring.read(inbox.wake_fd(), buf, TOKEN_WAKE)
-                {
-                    *wake_buf = Some(buf);
-                }
-            }
-            Feed::Source(source) => source.arm(ring, TOKEN_WAKE),
+        if let Some(buf) = self.wake_buf.take()
+            && let Err((_, buf)) = ring.read(self.inbox.wake_fd(), buf, TOKEN_WAKE)
+        {
+            self.wake_buf = Some(buf);
         }
     }
 
@@ -170,27 +136,18 @@ impl Feed<'_> {
         ring: &mut Ring,
         first_appended_seq: &mut Option<u64>,
     ) -> Result<(), WalError> {
-        let (inbox, pending, open) = match self {
-            Feed::Source(source) => return source.stage(wal, ring, first_appended_seq),
-            Feed::Inbox {
-                inbox,
-                pending,
-                open,
-                ..
-            } => (inbox, pending, open),
-        };
-        while *open {
-            if pending.is_none() {
-                match inbox.try_next() {
-                    Next::Batch(batch) => *pending = Some((batch, 0)),
+        while self.open {
+            if self.pending.is_none() {
+                match self.inbox.try_next() {
+                    Next::Batch(batch) => self.pending = Some((batch, 0)),
                     Next::Empty => break,
                     Next::Closed => {
-                        *open = false;
+                        self.open = false;
                         break;
                     }
                 }
             }
-            let (batch, cursor) = pending.as_mut().expect("set above");
+            let (batch, cursor) = self.pending.as_mut().expect("set above");
             while let Some((ts, payload, next)) = batch.entry_at(*cursor) {
                 match wal.stage(ring, ts, payload)? {
                     Stage::Staged(seq) => {
@@ -200,47 +157,32 @@ impl Feed<'_> {
                     Stage::Full => return Ok(()),
                 }
             }
-            let (batch, _) = pending.take().expect("set above");
-            inbox.give_back(batch);
+            let (batch, _) = self.pending.take().expect("set above");
+            self.inbox.give_back(batch);
         }
         Ok(())
     }
 
     fn is_finished(&self) -> bool {
-        match self {
-            Feed::Inbox { pending, open, .. } => !*open && pending.is_none(),
-            Feed::Source(source) => source.is_finished(),
-        }
+        !self.open && self.pending.is_none()
     }
 
     fn on_completion(&mut self, completion: Completion) {
-        match self {
-            Feed::Inbox { wake_buf, .. } => {
-                // An eventfd read only fails if the fd is broken, which is a bug.
-                assert!(
-                    completion.result >= 0,
-                    "eventfd read: {}",
-                    completion.result
-                );
-                *wake_buf = completion.buf;
-            }
-            Feed::Source(source) => source.on_completion(completion),
-        }
+        // An eventfd read only fails if the fd is broken, which is a bug.
+        assert!(
+            completion.result >= 0,
+            "eventfd read: {}",
+            completion.result
+        );
+        self.wake_buf = completion.buf;
     }
 
     /// Makes the read still in flight complete, so the ring's drop (which
     /// waits for every outstanding completion) returns, all before the fd
     /// it reads closes.
     fn close(&mut self) {
-        match self {
-            Feed::Inbox {
-                inbox, wake_buf, ..
-            } => {
-                if wake_buf.is_none() {
-                    let _ = inbox.wake_fd().write(1);
-                }
-            }
-            Feed::Source(source) => source.close(),
+        if self.wake_buf.is_none() {
+            let _ = self.inbox.wake_fd().write(1);
         }
     }
 }
@@ -252,7 +194,7 @@ pub fn run(
     inbox: InboxReceiver,
     listener: &mut dyn DurableListener,
 ) -> Result<CoreReport, CoreError> {
-    let feed = Feed::Inbox {
+    let feed = Feed {
         inbox: &inbox,
         wake_buf: Some(vec![0u8; 8]),
         pending: None,
@@ -262,16 +204,6 @@ pub fn run(
     // The eventfd closes with the inbox, after the ring is gone.
     drop(inbox);
     report
-}
-
-/// Like [`run`], with records from `source` read on the core's own ring,
-/// until the source is finished and everything it gave is durable.
-pub fn run_with_source(
-    config: &CoreConfig,
-    source: &mut dyn RecordSource,
-    listener: &mut dyn DurableListener,
-) -> Result<CoreReport, CoreError> {
-    run_fed(config, Feed::Source(source), listener)
 }
 
 fn run_fed(
@@ -307,9 +239,6 @@ fn run_fed(
     };
     if let Some(s) = shipper.as_mut() {
         s.set_latency_window(config.latency_window.clone());
-    }
-    if let Feed::Source(source) = &mut feed {
-        source.start(wal.durable_seq());
     }
     listener.on_ready(wal.durable_seq());
     let mut first_appended_seq = None;

@@ -236,10 +236,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
                 ReceiverConfig {
                     dir: config.dir.join("recv"),
                     durability: config.durability,
-                    // The CPUs after the shipper's; with none to spare,
+                    // One core per shipper core (so per connection), on
+                    // the CPUs after the shipper's; with none to spare,
                     // unpinned, for the scheduler to place.
-                    cores: (cpus > config.cores).then(|| cpus - config.cores),
-                    first_cpu: config.cores % cpus,
+                    cores: config.cores,
+                    pin_first_cpu: (cpus > config.cores).then_some(config.cores),
                     latency_window: Some(window.clone()),
                 },
             )

@@ -190,10 +190,21 @@ impl Ring {
     /// `iowq_cpu` pins the ring's io-wq workers (where buffered writes and
     /// fdatasync run) to one CPU and caps their number.
     pub fn new(iowq_cpu: Option<usize>) -> Result<Ring, RingError> {
+        Ring::with_slots(iowq_cpu, RING_SLOTS_MAX)
+    }
+
+    /// Like [`Ring::new`], for a core with up to `slots` operations in
+    /// flight (a receiver core serving many connections); the queues are
+    /// sized to match.
+    pub fn with_slots(iowq_cpu: Option<usize>, slots: usize) -> Result<Ring, RingError> {
+        let entries = u32::try_from(slots)
+            .expect("slots bounded by constants.rs")
+            .next_power_of_two()
+            .max(RING_ENTRIES);
         let uring = match IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(RING_ENTRIES)
+            .build(entries)
         {
             Ok(ring) => (
                 ring,
@@ -204,7 +215,7 @@ impl Ring {
                 },
             ),
             Err(first) if first.raw_os_error() == Some(libc::EINVAL) => {
-                match IoUring::builder().setup_coop_taskrun().build(RING_ENTRIES) {
+                match IoUring::builder().setup_coop_taskrun().build(entries) {
                     Ok(ring) => (
                         ring,
                         RingFlags {
@@ -248,12 +259,12 @@ impl Ring {
             }
         }
 
-        let mut free: Vec<u32> = (0..RING_SLOTS_MAX as u32).collect();
+        let mut free: Vec<u32> = (0..slots as u32).collect();
         free.reverse();
         Ok(Ring {
             uring,
             flags,
-            slots: (0..RING_SLOTS_MAX).map(|_| Slot::Free).collect(),
+            slots: (0..slots).map(|_| Slot::Free).collect(),
             free,
             in_flight: 0,
             fixed: Vec::new(),
@@ -269,6 +280,20 @@ impl Ring {
     /// Operations pushed whose completion has not been reaped yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Completion slots in all: the most completions one `reap` can return.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Operations in flight whose token has `base` in the bits of `mask`:
+    /// a connection's, on a receiver core that serves many.
+    pub fn in_flight_for(&self, base: u64, mask: u64) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Busy { token, .. } if token & mask == base))
+            .count()
     }
 
     /// Free completion slots.
@@ -717,7 +742,7 @@ impl Drop for Ring {
     /// A ring may not be dropped while the kernel still owns buffers in its
     /// slots: wait for every outstanding completion first.
     fn drop(&mut self) {
-        let mut sink = Vec::with_capacity(RING_SLOTS_MAX);
+        let mut sink = Vec::with_capacity(self.slots.len());
         while self.in_flight > 0 {
             if self.submit_and_wait(1).is_err() {
                 // The ring is unusable; leaking the buffers is the only safe

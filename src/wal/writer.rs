@@ -403,6 +403,17 @@ impl WalWriter {
         Ok(true)
     }
 
+    /// Moves this WAL's completion tokens to `token_base` (a receiver core
+    /// gives each connection's WAL its own). Only while idle.
+    pub fn rebase_tokens(&mut self, token_base: u64) {
+        assert!(
+            self.is_idle(),
+            "tokens of operations in flight would be lost"
+        );
+        assert_eq!(token_base & ((1 << WAL_TOKEN_BITS) - 1), 0);
+        self.token_base = token_base;
+    }
+
     /// True if the current segment opens with O_DIRECT.
     pub fn supports_direct(&self) -> Result<bool, WalError> {
         match open_direct(&self.segment_path) {

@@ -1,0 +1,387 @@
+//! The receiver: verifies what shippers send, persists it, acknowledges it.
+//!
+//! A receiver runs N *cores* (`--cores`), each a thread with its own io_uring,
+//! pinned with its io-wq workers to one CPU when asked. Each connection
+//! carries one (source, shard) and is served by one core, the least loaded
+//! when it arrives (see [`core`](self::core)):
+//!
+//! 1. **Admission**, on a short-lived thread per connection, since all of
+//!    it may block: the hello, the take-over of a (source, shard) still held
+//!    by an older connection, opening (recovering) `DIR/<source>/<shard>/`,
+//!    and the welcome carrying the last durable seq. The connection then
+//!    moves to its core.
+//! 2. **Serving**, on the core's ring: RECV into the connection's buffer;
+//!    every record checked straight out of it (its length bound before
+//!    anything is read for it, its crc32c, and that its seq follows the
+//!    previous one exactly; see `verify`); staged unchanged into the WAL;
+//!    and each time the durable watermark advances, a cumulative ack sent
+//!    with io_uring SEND. So a seq is acknowledged only once the receiver's
+//!    own fdatasync covers it (unless `--durability none`), and a record
+//!    crosses no thread between the socket and the WAL.
+//!
+//! Bad input closes that one connection with a log line naming the source,
+//! shard, peer and reason. Records verified before the bad bytes are kept
+//! (and acknowledged); the connection's other records, the other connections
+//! and the data on disk are untouched.
+
+mod core;
+mod verify;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use self::core::{Admitted, CoreHandle};
+use crate::constants::{
+    ACCEPT_BACKOFF_MS, HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, TAKEOVER_POLL_MS,
+};
+use crate::io::allowed_cpu;
+use crate::latency::{Recorder, Window};
+use crate::protocol::{self, HELLO_BYTES, Hello, ProtocolError, WelcomeStatus};
+use crate::wal::{Durability, WalWriter};
+
+/// How a receiver runs.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Cores (threads, each with its own ring) that connections are spread
+    /// over; at least one.
+    pub cores: usize,
+    /// Pin core k and its io-wq workers to the (first_cpu + k)-th CPU this
+    /// process may use; `None` leaves them to the scheduler.
+    pub pin_first_cpu: Option<usize>,
+    /// Count append → durable (the records' own append timestamps, so
+    /// append → *remote* durable) only inside this window (`bench`).
+    pub latency_window: Option<Arc<Window>>,
+}
+
+/// Totals over a receiver's life, for its summary line.
+#[derive(Debug, Default)]
+pub struct ReceiverStats {
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    pub records: AtomicU64,
+    pub payload_bytes: AtomicU64,
+}
+
+/// A bound receiver; [`Receiver::run`] serves until [`Stopper::stop`].
+pub struct Receiver {
+    listener: TcpListener,
+    config: ReceiverConfig,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    active: Mutex<Active>,
+    /// Connections accepted and not yet finished (admitting or served).
+    open: AtomicUsize,
+    stats: ReceiverStats,
+    /// append → durable here, merged from every connection as it finishes.
+    remote_durable: Mutex<Recorder>,
+}
+
+/// The (source, shard) pairs being served, so that two connections never
+/// write one WAL, each with a handle on its socket so that stop can close it.
+#[derive(Default)]
+struct Active {
+    serving: HashMap<(String, u32), Option<TcpStream>>,
+}
+
+/// Stops a running receiver from another thread (a signal handler thread,
+/// a test, or `bench`).
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    listener_fd: i32,
+}
+
+impl Stopper {
+    /// Stops accepting, closes every connection's read side so that each
+    /// finishes persisting and acknowledging what it verified, then lets
+    /// [`Receiver::run`] return.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let guard = self.shared.active.lock().expect("not poisoned");
+        for stream in guard.serving.values().flatten() {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+        drop(guard);
+        // shutdown(2) on a listening socket wakes a blocked accept(2) on Linux.
+        let _ = nix::sys::socket::shutdown(self.listener_fd, nix::sys::socket::Shutdown::Both);
+    }
+}
+
+impl Receiver {
+    pub fn bind(addr: SocketAddr, config: ReceiverConfig) -> io::Result<Receiver> {
+        Ok(Receiver {
+            listener: TcpListener::bind(addr)?,
+            config,
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                active: Mutex::new(Active::default()),
+                open: AtomicUsize::new(0),
+                stats: ReceiverStats::default(),
+                remote_durable: Mutex::new(Recorder::new()),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            shared: self.shared.clone(),
+            listener_fd: self.listener.as_raw_fd(),
+        }
+    }
+
+    /// Starts the cores, then accepts and admits connections until stopped;
+    /// returns once every connection has finished. Fails only if a core
+    /// cannot start (io_uring refused, pinning refused).
+    pub fn run(self) -> io::Result<ReceiverTotals> {
+        let cores: Vec<CoreHandle> = (0..self.config.cores.max(1))
+            .map(|k| {
+                let cpu = self
+                    .config
+                    .pin_first_cpu
+                    .map(|first| allowed_cpu(first + k));
+                self::core::start(k, cpu, self.shared.clone())
+            })
+            .collect::<Result<_, String>>()
+            .map_err(io::Error::other)?;
+        let cores = Arc::new(cores);
+        let mut admitting: Vec<std::thread::JoinHandle<()>> = Vec::new();
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(conn) => conn,
+                Err(_) if self.shared.stop.load(Ordering::SeqCst) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: back off rather than spin.
+                    tracing::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS));
+                    continue;
+                }
+            };
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            admitting.retain(|h| !h.is_finished());
+            if self.shared.open.load(Ordering::SeqCst) >= RECEIVER_CONNECTIONS_MAX {
+                tracing::warn!(%peer, "refusing connection: {RECEIVER_CONNECTIONS_MAX} already open");
+                self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.shared.open.fetch_add(1, Ordering::SeqCst);
+            let registration = Registration {
+                shared: self.shared.clone(),
+                key: None,
+            };
+            self.shared
+                .stats
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
+            let config = self.config.clone();
+            let cores = cores.clone();
+            match std::thread::Builder::new()
+                .name(format!("ringship-admit-{peer}"))
+                .spawn(move || admit(stream, peer, &config, registration, &cores))
+            {
+                Ok(handle) => admitting.push(handle),
+                // The connection is dropped; the others go on being served.
+                Err(e) => tracing::warn!(%peer, "cannot start a thread for the handshake: {e}"),
+            }
+        }
+        for h in admitting {
+            let _ = h.join();
+        }
+        // No more admissions: each core finishes its connections and stops.
+        let cores = Arc::try_unwrap(cores)
+            .unwrap_or_else(|_| unreachable!("every admission thread has been joined"));
+        for core in cores {
+            let CoreHandle {
+                tx, wake, thread, ..
+            } = core;
+            drop(tx);
+            let _ = wake.write(1);
+            let _ = thread.join();
+        }
+        Ok(ReceiverTotals {
+            connections: self.shared.stats.connections.load(Ordering::Relaxed),
+            refused: self.shared.stats.refused.load(Ordering::Relaxed),
+            records: self.shared.stats.records.load(Ordering::Relaxed),
+            payload_bytes: self.shared.stats.payload_bytes.load(Ordering::Relaxed),
+            append_to_durable_ns: std::mem::take(
+                &mut *self.shared.remote_durable.lock().expect("not poisoned"),
+            ),
+        })
+    }
+}
+
+/// A receiver's totals once it has stopped.
+#[derive(Debug, Clone)]
+pub struct ReceiverTotals {
+    pub connections: u64,
+    pub refused: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+    /// Each record's append (on the shipper) → durable here; meaningful
+    /// only when both share a clock.
+    pub append_to_durable_ns: Recorder,
+}
+
+/// Why a connection was closed early.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("the shipper gave up: {0}")]
+    Aborted(String),
+}
+
+/// Keeps a (source, shard) marked as served, and the connection counted,
+/// until dropped: when its connection is retired, or fails to be admitted.
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    key: Option<(String, u32)>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key
+            && let Ok(mut active) = self.shared.active.lock()
+        {
+            active.serving.remove(key);
+        }
+        self.shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The handshake of one connection, on its own short-lived thread: read
+/// the hello, take over its (source, shard) from an older connection if
+/// need be, open (recover) the WAL, send the welcome with the durable seq,
+/// then hand the connection to a core. Everything here may block, bounded
+/// by HANDSHAKE_TIMEOUT_MS, so none of it runs on a core.
+fn admit(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &ReceiverConfig,
+    mut registration: Registration,
+    cores: &[CoreHandle],
+) {
+    let shared = registration.shared.clone();
+    let _ = stream.set_nodelay(true);
+    protocol::set_keepalive(&stream);
+    let mut hello = [0u8; HELLO_BYTES];
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
+    if let Err(e) = stream.read_exact(&mut hello) {
+        tracing::warn!(%peer, "closing connection: no hello: {e}");
+        return;
+    }
+    let hello = match Hello::decode(&hello) {
+        Ok(h) => h,
+        Err((status, e)) => {
+            tracing::warn!(%peer, "closing connection: {e}");
+            let _ = stream.write_all(&protocol::encode_welcome(status, 0));
+            return;
+        }
+    };
+    let key = (hello.source.clone(), hello.shard);
+    // A new connection for a (source, shard) that is still being served takes
+    // over: the old one is most likely dead without having said so (its
+    // shipper restarted, or a partition). Its socket is shut down, its core
+    // persists and acks what it verified, and it unregisters.
+    let mut waited_ms = 0;
+    loop {
+        let mut active = shared.active.lock().expect("not poisoned");
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match active.serving.get(&key) {
+            None => {
+                active.serving.insert(key.clone(), stream.try_clone().ok());
+                registration.key = Some(key.clone());
+                break;
+            }
+            Some(old) => {
+                if waited_ms == 0 {
+                    tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                        "a new connection takes over this source and shard from an older one");
+                    if let Some(old) = old {
+                        let _ = old.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+        }
+        drop(active);
+        if waited_ms >= HANDSHAKE_TIMEOUT_MS {
+            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                "closing connection: the older connection for this source and shard did not finish");
+            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
+            return;
+        }
+        // Waiting here is part of the handshake, never of the data path.
+        std::thread::sleep(Duration::from_millis(TAKEOVER_POLL_MS));
+        waited_ms += TAKEOVER_POLL_MS;
+    }
+    let opened = WalWriter::open(
+        &config.dir.join(&hello.source),
+        hello.shard,
+        config.durability,
+        0,
+    );
+    let mut wal = match opened {
+        Ok((wal, _)) => wal,
+        Err(e) => {
+            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                "closing connection: storage: {e}");
+            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+            return;
+        }
+    };
+    wal.set_latency_window(config.latency_window.clone());
+    let reader = match stream.try_clone() {
+        Ok(reader) => reader,
+        Err(e) => {
+            tracing::warn!(%peer, "closing connection: {e}");
+            return;
+        }
+    };
+    if let Err(e) = stream
+        .write_all(&protocol::encode_welcome(
+            WelcomeStatus::Ok,
+            wal.durable_seq(),
+        ))
+        .and_then(|()| stream.set_read_timeout(None))
+    {
+        tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+            "closing connection: sending the welcome: {e}");
+        return;
+    }
+    // The least loaded core; among equals, the shard's own.
+    let n = cores.len();
+    let core = (0..n)
+        .map(|k| (hello.shard as usize + k) % n)
+        .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
+        .expect("at least one core");
+    cores[core].admit(Admitted {
+        stream,
+        reader,
+        peer,
+        hello,
+        wal,
+        registration,
+    });
+}
