@@ -5,7 +5,7 @@
 //! stage:
 //!
 //! ```text
-//! producer (stdin lines: ingest; bench generators), or a receiver socket
+//! producer (stdin lines: ingest; bench generators)
 //!          bounded inbox; an eventfd write wakes the core
 //!   ▼
 //! frame    header { crc32c, len, seq, append_ts_ns } + payload
@@ -20,9 +20,9 @@
 //!          commit buffer that wrote the bytes (zc), or pread + SEND (copy);
 //!          acks arrive on an io_uring RECV that is always posted
 //!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
-//! receive  one core per connection reads the socket on its own ring (RECV),
-//!          verifies (length bound, crc32c, seq continuity), appends the
-//!          bytes unchanged through the same core loop, acks after fdatasync
+//! receive  N pinned per-core rings, each serving many connections: RECV,
+//!          verify (length bound, crc32c, seq continuity), append the bytes
+//!          unchanged to the connection's WAL, ack (SEND) after fdatasync
 //! ```
 //!
 //! On top of the data path, [`bench`](mod@bench) drives the whole pipeline under
@@ -60,8 +60,9 @@
 //! - [`wal`]: segments, group commit ([`wal::writer`]), recovery
 //! - [`ship`]: the shipper, pumped by the core loop
 //! - [`protocol`]: hello, welcome, data and ack on the wire
-//! - [`receive`]: the receiver
-//! - [`core`]: the per-core loop tying its feed (inbox or socket), WAL,
+//! - [`receive`]: the receiver: admission, then per-core rings serving many
+//!   connections
+//! - [`core`]: the shipping side's per-core loop tying its inbox, WAL,
 //!   shipper and ring together
 //! - [`latency`]: per-stage HdrHistogram recorders (warmup cut, 1 s intervals)
 //! - [`bench`](mod@bench), [`compare`]: the benchmark and the regression gate
