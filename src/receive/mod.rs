@@ -3,7 +3,7 @@
 //! A receiver runs N *cores* (`--cores`), each a thread with its own io_uring,
 //! pinned with its io-wq workers to one CPU when asked. Each connection
 //! carries one (source, shard) and is served by one core, the least loaded
-//! when it arrives (see [`core`](self::core)):
+//! when it arrives (see `receive/core.rs`):
 //!
 //! 1. **Admission**, on a short-lived thread per connection, since all of
 //!    it may block: the hello, the take-over of a (source, shard) still held
