@@ -110,6 +110,12 @@ pub const SEND_ZC_IN_FLIGHT_MAX: usize = 8;
 /// contend with the cores themselves.
 pub const IOWQ_WORKERS_MAX: [u32; 2] = [2, 2];
 
+/// io-wq workers of a receiver core's ring, [bounded, unbounded]. One core
+/// serves many connections, each with its own WAL: their fdatasyncs block
+/// in these workers, and with two a slow file's sync would hold up its
+/// neighbours' acks.
+pub const RECEIVER_IOWQ_WORKERS_MAX: [u32; 2] = [8, 2];
+
 /// Shards (cores) one WAL directory may hold.
 pub const SHARDS_MAX: u32 = 256;
 
@@ -170,9 +176,16 @@ pub const RECV_BUFFER_BYTES: usize = 4 << 20;
 pub const RECEIVER_CONNECTIONS_MAX: usize = 256;
 
 /// Operations one receiver connection has in flight at most: two per
-/// commit chain, its socket RECV and its ack SEND. A receiver core's ring
-/// has room for every connection on one core.
-pub const RECEIVER_SLOTS_PER_CONNECTION: usize = COMMIT_CHAINS_MAX * 2 + 2;
+/// commit chain, its socket RECV, and its ack SEND with that SEND's linked
+/// timeout. A receiver core's ring has room for every connection on one
+/// core.
+pub const RECEIVER_SLOTS_PER_CONNECTION: usize = COMMIT_CHAINS_MAX * 2 + 3;
+
+/// How long a receiver's ack may wait for room in its socket before it is
+/// given up (a linked timeout cancels it). A shipper that stops reading
+/// then loses its connection instead of holding it, and the receiver's
+/// stop, forever; it resumes by seq when it reconnects.
+pub const ACK_SEND_TIMEOUT_MS: u64 = HANDSHAKE_TIMEOUT_MS;
 
 /// How long either side waits for the other's half of the handshake.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;

@@ -23,6 +23,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+pub use io_uring::types::Timespec;
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
 use crate::constants::{IOWQ_WORKERS_MAX, PAGE_SIZE_BYTES, RING_ENTRIES, RING_SLOTS_MAX};
@@ -190,13 +191,18 @@ impl Ring {
     /// `iowq_cpu` pins the ring's io-wq workers (where buffered writes and
     /// fdatasync run) to one CPU and caps their number.
     pub fn new(iowq_cpu: Option<usize>) -> Result<Ring, RingError> {
-        Ring::with_slots(iowq_cpu, RING_SLOTS_MAX)
+        Ring::with_slots(iowq_cpu, RING_SLOTS_MAX, IOWQ_WORKERS_MAX)
     }
 
     /// Like [`Ring::new`], for a core with up to `slots` operations in
-    /// flight (a receiver core serving many connections); the queues are
-    /// sized to match.
-    pub fn with_slots(iowq_cpu: Option<usize>, slots: usize) -> Result<Ring, RingError> {
+    /// flight and `iowq_workers` io-wq workers ([bounded, unbounded]): a
+    /// receiver core serving many connections. The queues are sized to
+    /// match.
+    pub fn with_slots(
+        iowq_cpu: Option<usize>,
+        slots: usize,
+        iowq_workers: [u32; 2],
+    ) -> Result<Ring, RingError> {
         let entries = u32::try_from(slots)
             .expect("slots bounded by constants.rs")
             .next_power_of_two()
@@ -244,7 +250,7 @@ impl Ring {
 
         // Capping and pinning io-wq is an optimisation: a kernel that refuses
         // it (pre-5.14) still works correctly, so failures are only logged.
-        let mut workers = IOWQ_WORKERS_MAX;
+        let mut workers = iowq_workers;
         if let Err(e) = uring.submitter().register_iowq_max_workers(&mut workers) {
             tracing::debug!("register_iowq_max_workers: {e}");
         }
@@ -451,6 +457,45 @@ impl Ring {
             .build()
             .user_data(slot as u64);
         self.push(&entry);
+        Ok(())
+    }
+
+    /// Like [`Ring::send`] of `buf[from..]`, but cancelled (its completion
+    /// then carries -ECANCELED) if it cannot finish within `timeout`: a
+    /// SEND linked (IOSQE_IO_LINK) to an IORING_OP_LINK_TIMEOUT, whose own
+    /// completion carries `timeout_token` (-ETIME if it fired, -ECANCELED if
+    /// the send finished first). `timeout` must be `'static`: the kernel
+    /// reads it when the entries are submitted, after this returns.
+    pub fn send_with_timeout(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        from: usize,
+        token: u64,
+        timeout: &'static types::Timespec,
+        timeout_token: u64,
+    ) -> Result<(), (QueueFull, Vec<u8>)> {
+        if !self.has_room(2) {
+            return Err((QueueFull, buf));
+        }
+        assert!(from < buf.len(), "send of an empty range");
+        let len = u32::try_from(buf.len() - from).expect("send below 4 GiB");
+        // SAFETY (for the pointers taken here): the Vec is owned by the slot
+        // until its completion is reaped, as in `send`; the timespec is
+        // 'static.
+        let ptr = buf[from..].as_ptr();
+        let slot = self.take_slot(token, Some(buf));
+        let send = opcode::Send::new(types::Fd(fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(slot as u64);
+        self.push(&send);
+        let timeout_slot = self.take_slot(timeout_token, None);
+        let timeout = opcode::LinkTimeout::new(timeout as *const types::Timespec)
+            .build()
+            .user_data(timeout_slot as u64);
+        self.push(&timeout);
         Ok(())
     }
 
@@ -787,10 +832,10 @@ pub fn allowed_cpu(index: usize) -> usize {
     allowed[index % allowed.len()]
 }
 
-/// Pins the calling thread to core index `cpu` (see [`allowed_cpu`]).
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+/// Pins the calling thread to core index `index` (see [`allowed_cpu`]).
+pub fn pin_current_thread(index: usize) -> io::Result<()> {
     let mut set = nix::sched::CpuSet::new();
-    set.set(allowed_cpu(cpu)).map_err(io::Error::from)?;
+    set.set(allowed_cpu(index)).map_err(io::Error::from)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
@@ -812,4 +857,53 @@ pub fn splice_pipe(
     .or_else(|_| nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ))
     .map_err(io::Error::from)?;
     Ok((read, write, size as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    static TIMEOUT_50MS: types::Timespec = types::Timespec::new().nsec(50_000_000);
+
+    /// A send into a socket whose peer never reads is cancelled by its
+    /// linked timeout, and both completions arrive (the receiver's acks
+    /// rely on this to let go of a shipper that stopped reading).
+    #[test]
+    fn a_send_that_cannot_finish_is_cancelled_by_its_timeout() {
+        let (mut full, _peer) = UnixStream::pair().unwrap();
+        full.set_nonblocking(true).unwrap();
+        while full.write(&[0u8; 4096]).is_ok() {}
+        full.set_nonblocking(false).unwrap();
+        let mut ring = Ring::new(None).unwrap();
+        ring.send_with_timeout(&full, vec![7u8; 16], 0, 1, &TIMEOUT_50MS, 2)
+            .unwrap();
+        let mut done = Vec::with_capacity(ring.slots());
+        while done.len() < 2 {
+            ring.submit_and_wait(1).unwrap();
+            ring.reap(&mut done);
+        }
+        let result = |token| done.iter().find(|c| c.token == token).unwrap().result;
+        assert_eq!(result(1), -libc::ECANCELED, "the send");
+        assert_eq!(result(2), -libc::ETIME, "its timeout");
+        assert!(done.iter().find(|c| c.token == 1).unwrap().buf.is_some());
+    }
+
+    /// A send that finishes at once cancels its timeout instead.
+    #[test]
+    fn a_send_that_finishes_cancels_its_timeout() {
+        let (sender, _peer) = UnixStream::pair().unwrap();
+        let mut ring = Ring::new(None).unwrap();
+        ring.send_with_timeout(&sender, vec![7u8; 16], 4, 1, &TIMEOUT_50MS, 2)
+            .unwrap();
+        let mut done = Vec::with_capacity(ring.slots());
+        while done.len() < 2 {
+            ring.submit_and_wait(1).unwrap();
+            ring.reap(&mut done);
+        }
+        let result = |token| done.iter().find(|c| c.token == token).unwrap().result;
+        assert_eq!(result(1), 12, "the send, from byte 4");
+        assert_eq!(result(2), -libc::ECANCELED, "its timeout");
+    }
 }

@@ -28,8 +28,11 @@ use nix::sys::eventfd::EventFd;
 
 use super::verify::SocketSource;
 use super::{Registration, Shared};
-use crate::constants::{RECEIVER_CONNECTIONS_MAX, RECEIVER_SLOTS_PER_CONNECTION};
-use crate::io::{Completion, Ring, pin_current_thread};
+use crate::constants::{
+    ACK_SEND_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECEIVER_IOWQ_WORKERS_MAX,
+    RECEIVER_SLOTS_PER_CONNECTION,
+};
+use crate::io::{Completion, Ring, Timespec, pin_current_thread};
 use crate::protocol::{self, ACK_BYTES, Hello};
 use crate::wal::WalWriter;
 use crate::wal::writer::WAL_TOKEN_BITS;
@@ -40,6 +43,12 @@ const CONN_SHIFT: u32 = 16;
 const CONN_MASK: u64 = !((1 << CONN_SHIFT) - 1);
 const KIND_RECV: u64 = 1 << WAL_TOKEN_BITS;
 const KIND_ACK: u64 = 2 << WAL_TOKEN_BITS;
+const KIND_ACK_TIMEOUT: u64 = 3 << WAL_TOKEN_BITS;
+
+/// See [`ACK_SEND_TIMEOUT_MS`]; static because the kernel reads it at submit.
+static ACK_SEND_TIMEOUT: Timespec = Timespec::new()
+    .sec(ACK_SEND_TIMEOUT_MS / 1000)
+    .nsec((ACK_SEND_TIMEOUT_MS % 1000) as u32 * 1_000_000);
 const TOKEN_ADMIT: u64 = 0;
 const _: () = assert!(WAL_TOKEN_BITS + 2 <= CONN_SHIFT);
 
@@ -59,26 +68,43 @@ pub(super) struct Admitted {
 pub(super) struct CoreHandle {
     pub tx: mpsc::Sender<Admitted>,
     pub wake: Arc<EventFd>,
-    /// Connections admitted to this core and not yet retired.
+    /// Connections admitted to this core and not yet retired;
+    /// [`CORE_GONE`] once the core has stopped.
     pub load: Arc<AtomicUsize>,
     pub thread: std::thread::JoinHandle<()>,
 }
 
+/// A stopped core's load: never the least loaded, never chosen.
+pub(super) const CORE_GONE: usize = usize::MAX / 2;
+
 impl CoreHandle {
-    /// Hands `admitted` to the core and wakes it.
-    pub fn admit(&self, admitted: Admitted) {
+    /// Hands `admitted` to the core and wakes it. Fails (dropping the
+    /// connection) only if the core has stopped.
+    pub fn admit(&self, admitted: Admitted) -> Result<(), ()> {
         self.load.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(admitted).is_ok() {
             let _ = self.wake.write(1);
+            Ok(())
         } else {
             self.load.fetch_sub(1, Ordering::SeqCst);
+            Err(())
         }
+    }
+
+    /// Lets the core finish its connections and stop, and waits for it.
+    pub fn finish(self) {
+        let CoreHandle {
+            tx, wake, thread, ..
+        } = self;
+        drop(tx);
+        let _ = wake.write(1);
+        let _ = thread.join();
     }
 }
 
-/// Starts core `index`: a thread with its own ring, pinned to `cpu` with
-/// its io-wq workers when given. Returns once the ring is built, or why it
-/// could not be.
+/// Starts core `index`: a thread with its own ring, pinned with its io-wq
+/// workers to CPU index `cpu` (see [`crate::io::allowed_cpu`]) when given.
+/// Returns once the ring is built, or why it could not be.
 pub(super) fn start(
     index: usize,
     cpu: Option<usize>,
@@ -104,7 +130,7 @@ pub(super) fn start(
                     return;
                 }
                 let slots = RECEIVER_CONNECTIONS_MAX * RECEIVER_SLOTS_PER_CONNECTION + 1;
-                let ring = match Ring::with_slots(cpu, slots) {
+                let ring = match Ring::with_slots(cpu, slots, RECEIVER_IOWQ_WORKERS_MAX) {
                     Ok(ring) => ring,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
@@ -112,6 +138,7 @@ pub(super) fn start(
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
+                let load_on_exit = load.clone();
                 let mut core = Core {
                     ring,
                     rx,
@@ -122,10 +149,21 @@ pub(super) fn start(
                     load,
                     shared,
                 };
-                if let Err(e) = core.run() {
+                // A panic must still reach shut_down: the ring's drop would
+                // otherwise wait forever on RECVs from live sockets, holding
+                // their (source, shard) registered. It resumes afterwards.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run()));
+                if !matches!(run, Ok(Ok(()))) {
+                    // Admission must not pick this core any more.
+                    load_on_exit.store(CORE_GONE, Ordering::SeqCst);
+                }
+                if let Ok(Err(e)) = &run {
                     tracing::error!(core = index, "receiver core stopped: {e}");
                 }
                 core.shut_down();
+                if let Err(panic) = run {
+                    std::panic::resume_unwind(panic);
+                }
             })
             .map_err(|e| format!("starting a receiver core thread: {e}"))?
     };
@@ -184,6 +222,12 @@ impl Core {
             for completion in completions.drain(..) {
                 let owner = completion.token >> CONN_SHIFT;
                 if owner == 0 {
+                    // An eventfd read only fails if the fd is broken: a bug.
+                    assert!(
+                        completion.result >= 0,
+                        "eventfd read: {}",
+                        completion.result
+                    );
                     self.wake_buf = completion.buf;
                     continue;
                 }
@@ -235,9 +279,7 @@ impl Core {
             sink.clear();
             self.ring.reap(&mut sink);
         }
-        let retired = self.conns.iter().flatten().count();
         self.conns.clear();
-        self.load.fetch_sub(retired, Ordering::SeqCst);
     }
 }
 
@@ -255,6 +297,10 @@ struct Conn {
     ack_due: Option<u64>,
     /// The socket can take no more acks.
     ack_dead: bool,
+    /// The ack SEND's linked timeout has not completed yet.
+    ack_timeout_pending: bool,
+    /// Bytes of the ack in flight already sent by earlier, short SENDs.
+    ack_sent_bytes: usize,
     /// The WAL failed: the connection is shut down and waits for its
     /// operations to complete before it is dropped.
     failed: Option<String>,
@@ -283,6 +329,8 @@ impl Conn {
             ack_buf: Some(Vec::with_capacity(ACK_BYTES)),
             ack_due: None,
             ack_dead: false,
+            ack_timeout_pending: false,
+            ack_sent_bytes: 0,
             failed: None,
             _registration: registration,
         };
@@ -322,9 +370,25 @@ impl Conn {
         let mut buf = self.ack_buf.take().expect("checked above");
         buf.clear();
         buf.extend_from_slice(&protocol::encode_ack(seq));
-        match ring.send(&self.stream, buf, 0, self.base | KIND_ACK) {
-            Ok(()) => self.ack_due = None,
-            Err((_, buf)) => self.ack_buf = Some(buf),
+        self.ack_due = None;
+        self.push_ack(ring, buf, 0);
+    }
+
+    /// Sends `buf[from..]`, the rest of an ack. A shipper that stops reading
+    /// must not hold the connection (and the receiver's stop) forever: the
+    /// send gives up after ACK_SEND_TIMEOUT_MS.
+    fn push_ack(&mut self, ring: &mut Ring, buf: Vec<u8>, from: usize) {
+        self.ack_sent_bytes = from;
+        match ring.send_with_timeout(
+            &self.stream,
+            buf,
+            from,
+            self.base | KIND_ACK,
+            &ACK_SEND_TIMEOUT,
+            self.base | KIND_ACK_TIMEOUT,
+        ) {
+            Ok(()) => self.ack_timeout_pending = true,
+            Err(_) => panic!("ring full: RECEIVER_SLOTS_PER_CONNECTION covers the ack"),
         }
     }
 
@@ -332,14 +396,24 @@ impl Conn {
         let kind = completion.token & !CONN_MASK;
         if kind == KIND_RECV {
             self.source.on_completion(completion);
+        } else if kind == KIND_ACK_TIMEOUT {
+            self.ack_timeout_pending = false;
         } else if kind == KIND_ACK {
-            if completion.result != ACK_BYTES as i32 {
-                // The shipper is gone (or a partial ack would desync the
-                // stream): no more acks; it resumes by seq on reconnect.
+            let buf = completion.buf.expect("a send hands its buffer back");
+            let sent = self.ack_sent_bytes + completion.result.max(0) as usize;
+            if completion.result <= 0 {
+                // The shipper is gone or stopped reading (the send timed
+                // out): no more acks; it resumes by seq on reconnect.
                 self.ack_dead = true;
                 let _ = self.stream.shutdown(Shutdown::Both);
+                self.ack_buf = Some(buf);
+            } else if sent < ACK_BYTES {
+                // A nearly full socket buffer took part of it: send the rest
+                // before any later ack, or the stream would desync.
+                self.push_ack(ring, buf, sent);
+            } else {
+                self.ack_buf = Some(buf);
             }
-            self.ack_buf = completion.buf;
         } else if self.failed.is_some() {
             // The WAL is done for; its remaining operations only complete.
         } else {
@@ -368,6 +442,7 @@ impl Conn {
         self.source.is_finished()
             && self.wal.is_idle()
             && self.ack_buf.is_some()
+            && !self.ack_timeout_pending
             && (self.ack_due.is_none() || self.ack_dead)
     }
 

@@ -36,11 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self::core::{Admitted, CoreHandle};
+use self::core::{Admitted, CORE_GONE, CoreHandle};
 use crate::constants::{
     ACCEPT_BACKOFF_MS, HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, TAKEOVER_POLL_MS,
 };
-use crate::io::allowed_cpu;
 use crate::latency::{Recorder, Window};
 use crate::protocol::{self, HELLO_BYTES, Hello, ProtocolError, WelcomeStatus};
 use crate::wal::{Durability, WalWriter};
@@ -148,16 +147,18 @@ impl Receiver {
     /// returns once every connection has finished. Fails only if a core
     /// cannot start (io_uring refused, pinning refused).
     pub fn run(self) -> io::Result<ReceiverTotals> {
-        let cores: Vec<CoreHandle> = (0..self.config.cores.max(1))
-            .map(|k| {
-                let cpu = self
-                    .config
-                    .pin_first_cpu
-                    .map(|first| allowed_cpu(first + k));
-                self::core::start(k, cpu, self.shared.clone())
-            })
-            .collect::<Result<_, String>>()
-            .map_err(io::Error::other)?;
+        let mut cores: Vec<CoreHandle> = Vec::with_capacity(self.config.cores.max(1));
+        for k in 0..self.config.cores.max(1) {
+            // A CPU *index* (allowed_cpu maps it to a CPU of our mask).
+            let cpu = self.config.pin_first_cpu.map(|first| first + k);
+            match self::core::start(k, cpu, self.shared.clone()) {
+                Ok(core) => cores.push(core),
+                Err(why) => {
+                    cores.into_iter().for_each(CoreHandle::finish);
+                    return Err(io::Error::other(why));
+                }
+            }
+        }
         let cores = Arc::new(cores);
         let mut admitting: Vec<std::thread::JoinHandle<()>> = Vec::new();
         loop {
@@ -207,14 +208,7 @@ impl Receiver {
         // No more admissions: each core finishes its connections and stops.
         let cores = Arc::try_unwrap(cores)
             .unwrap_or_else(|_| unreachable!("every admission thread has been joined"));
-        for core in cores {
-            let CoreHandle {
-                tx, wake, thread, ..
-            } = core;
-            drop(tx);
-            let _ = wake.write(1);
-            let _ = thread.join();
-        }
+        cores.into_iter().for_each(CoreHandle::finish);
         Ok(ReceiverTotals {
             connections: self.shared.stats.connections.load(Ordering::Relaxed),
             refused: self.shared.stats.refused.load(Ordering::Relaxed),
@@ -352,6 +346,18 @@ fn admit(
         }
     };
     wal.set_latency_window(config.latency_window.clone());
+    // The least loaded running core; among equals, the shard's own. Chosen
+    // before the welcome, so a shipper is never welcomed into nothing.
+    let n = cores.len();
+    let Some(core) = (0..n)
+        .map(|k| (hello.shard as usize + k) % n)
+        .filter(|&k| cores[k].load.load(Ordering::SeqCst) < CORE_GONE)
+        .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
+    else {
+        tracing::warn!(%peer, "closing connection: every receiver core has stopped");
+        let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+        return;
+    };
     let reader = match stream.try_clone() {
         Ok(reader) => reader,
         Err(e) => {
@@ -370,18 +376,16 @@ fn admit(
             "closing connection: sending the welcome: {e}");
         return;
     }
-    // The least loaded core; among equals, the shard's own.
-    let n = cores.len();
-    let core = (0..n)
-        .map(|k| (hello.shard as usize + k) % n)
-        .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
-        .expect("at least one core");
-    cores[core].admit(Admitted {
+    let admitted = Admitted {
         stream,
         reader,
         peer,
         hello,
         wal,
         registration,
-    });
+    };
+    if cores[core].admit(admitted).is_err() {
+        // The core stopped since it was chosen; the shipper reconnects.
+        tracing::warn!(%peer, "closing connection: its receiver core has stopped");
+    }
 }
