@@ -539,6 +539,8 @@ struct ShipSummary {
     last_durable_seq: u64,
     commits: u64,
     short_writes: u64,
+    /// Commits written inline on the core (`--durability none`, idle WAL).
+    inline_commits: u64,
     segments_created: u64,
     recovered_records: u64,
     recovered_torn_tail: Option<String>,
@@ -641,6 +643,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         last_durable_seq: report.durable_seq,
         commits: report.wal.commits,
         short_writes: report.wal.short_writes,
+        inline_commits: report.wal.inline_commits,
         segments_created: report.wal.segments_created,
         recovered_records: report.recovered.records,
         recovered_torn_tail: report.recovered.torn.as_ref().map(|t| {
@@ -980,6 +983,8 @@ struct WalBenchSummary {
     commits: u64,
     records_per_commit: f64,
     short_writes: u64,
+    /// Commits written inline on the core (`--durability none`, idle WAL).
+    inline_commits: u64,
     segments_created: u64,
     commit_latency: LatencySummary,
     append_to_durable: LatencySummary,
@@ -1076,6 +1081,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         commits: report.wal.commits,
         records_per_commit: records as f64 / report.wal.commits.max(1) as f64,
         short_writes: report.wal.short_writes,
+        inline_commits: report.wal.inline_commits,
         segments_created: report.wal.segments_created,
         commit_latency: LatencySummary::of(&report.wal.commit_latency_ns),
         append_to_durable: LatencySummary::of(report.wal.append_to_durable_ns.total()),

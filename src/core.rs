@@ -309,7 +309,12 @@ fn run_loop(
         // rotation frees the segment, so stage again after one.
         loop {
             feed.stage(wal, ring, first_appended_seq)?;
-            if !wal.pump(ring)? {
+            let pumped = wal.pump(ring)?;
+            if let Some(seq) = pumped.durable_seq {
+                listener.on_durable(seq);
+            }
+            // A rotation, or an inline commit, makes room: stage again.
+            if !pumped.rotated && pumped.durable_seq.is_none() {
                 break;
             }
         }

@@ -173,3 +173,45 @@ fn bad_flags_and_paths_get_clear_errors() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("Examples"));
 }
+
+/// `--durability none` writes a small commit after an idle spell inline on
+/// the core, and back-to-back commits through io_uring as usual: lines fed
+/// slowly, then all at once, all come back in order.
+#[test]
+fn paced_and_burst_lines_in_durability_none_round_trip() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    let mut child = Command::new(common::bin())
+        .args([
+            "ship",
+            "--dir",
+            wal.to_str().unwrap(),
+            "--durability",
+            "none",
+        ])
+        .arg("--json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 1..=50u64 {
+        stdin
+            .write_all(&[line(i).as_slice(), b"\n"].concat())
+            .unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let burst: Vec<u8> = (51..=100_000u64)
+        .flat_map(|i| [line(i), b"\n".to_vec()].concat())
+        .collect();
+    stdin.write_all(&burst).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["last_durable_seq"], 100_000);
+    assert!(json["inline_commits"].as_u64().unwrap() > 0, "{json}");
+    assert!(dump_lines(&wal) == (1..=100_000).map(line).collect::<Vec<_>>());
+}

@@ -118,6 +118,9 @@ pub struct Results {
     pub cpu_ns: u64,
     pub max_rss_bytes: u64,
     pub commits: u64,
+    /// Of `commits`, those written inline on the core (`--durability none`
+    /// after an idle spell).
+    pub inline_commits: u64,
     pub sent_bytes: u64,
     pub copy_bytes: u64,
     pub splice_bytes: u64,
@@ -261,6 +264,7 @@ pub(crate) fn build(
             cpu_ns: (usage.user + usage.system).as_nanos() as u64,
             max_rss_bytes: usage.max_rss_bytes,
             commits: cores.iter().map(|c| c.wal.commits).sum(),
+            inline_commits: cores.iter().map(|c| c.wal.inline_commits).sum(),
             sent_bytes: sum(&|s| s.sent_bytes),
             copy_bytes: sum(&|s| s.copy_bytes),
             splice_bytes: sum(&|s| s.splice_bytes),

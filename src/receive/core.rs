@@ -346,8 +346,15 @@ impl Conn {
                     break Err(e);
                 }
                 match self.wal.pump(ring) {
-                    Ok(true) => continue, // rotated: stage again
-                    Ok(false) => break Ok(()),
+                    Ok(pumped) => {
+                        if let Some(seq) = pumped.durable_seq {
+                            self.ack_due = Some(seq);
+                        }
+                        // A rotation, or an inline commit, makes room.
+                        if !pumped.rotated && pumped.durable_seq.is_none() {
+                            break Ok(());
+                        }
+                    }
                     Err(e) => break Err(e),
                 }
             };

@@ -40,13 +40,14 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::constants::{
     COMMIT_BUFFERS_COUNT, COMMIT_BYTES_MAX, COMMIT_CHAINS_MAX, DIRECT_COMMIT_BUFFERS_COUNT,
-    DIRECT_COMMIT_CHAINS_MAX, DIRECT_SHIP_PINNED_MAX, PAGE_SIZE_BYTES, SEGMENT_SIZE_BYTES,
+    DIRECT_COMMIT_CHAINS_MAX, DIRECT_SHIP_PINNED_MAX, INLINE_COMMIT_BYTES_MAX,
+    INLINE_COMMIT_IDLE_US, PAGE_SIZE_BYTES, SEGMENT_SIZE_BYTES,
 };
 use crate::frame::{self, encoded_len_bytes};
 use crate::io::{Completion, Ring};
@@ -54,6 +55,16 @@ use crate::latency::{Recorder, Window};
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::{self, SegmentHeader, create_segment, preallocate, shard_dir};
 use crate::wal::{Durability, WalError};
+
+/// What [`WalWriter::pump`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pumped {
+    /// The segment rotated: the caller may stage again.
+    pub rotated: bool,
+    /// A commit completed inline and moved the durable watermark here; the
+    /// caller wakes consumers as for a completion that did.
+    pub durable_seq: Option<u64>,
+}
 
 /// The outcome of [`WalWriter::stage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +194,8 @@ pub struct WalStats {
     pub records: u64,
     pub payload_bytes: u64,
     pub short_writes: u64,
+    /// Of `commits`, those written inline (see [`INLINE_COMMIT_BYTES_MAX`]).
+    pub inline_commits: u64,
     pub segments_created: u64,
     /// Segments are written with O_DIRECT ([`WalWriter::enable_direct`]).
     pub direct_io: bool,
@@ -199,6 +212,7 @@ impl WalStats {
             records: 0,
             payload_bytes: 0,
             short_writes: 0,
+            inline_commits: 0,
             segments_created: 0,
             direct_io: false,
             commit_latency_ns: crate::latency::histogram(),
@@ -238,6 +252,8 @@ pub struct WalWriter {
     /// Set once [`WalWriter::enable_direct`] switched to O_DIRECT segments;
     /// `staging` and `spares` are then unused.
     direct: Option<Direct>,
+    /// When the last commit completed: an idle WAL may commit inline.
+    last_commit_done: Option<Instant>,
     stats: WalStats,
 }
 
@@ -349,6 +365,7 @@ impl WalWriter {
             rotate_pending: false,
             durable_feed: None,
             direct: None,
+            last_commit_done: None,
             stats,
         };
         Ok((writer, scan))
@@ -629,22 +646,78 @@ impl WalWriter {
         Ok(Stage::Staged(seq))
     }
 
-    /// Submits staged records if a chain is free, and rotates the segment
-    /// once a pending rotation's barrier is reached. Returns true if it
-    /// rotated (the caller may then stage again).
-    pub fn pump(&mut self, ring: &mut Ring) -> Result<bool, WalError> {
+    /// Submits staged records if a chain is free (or, in `--durability
+    /// none` after an idle spell, writes them inline: see
+    /// [`INLINE_COMMIT_BYTES_MAX`]), and rotates the segment once a pending
+    /// rotation's barrier is reached.
+    pub fn pump(&mut self, ring: &mut Ring) -> Result<Pumped, WalError> {
+        let mut pumped = Pumped::default();
         if self.staged_bytes() > 0
             && let Some(index) = self.chains[..self.chains_max()]
                 .iter()
                 .position(|c| c.state == ChainState::Idle)
         {
-            self.submit(ring, index);
+            if self.inline_ok() {
+                pumped.durable_seq = self.commit_inline(ring, index)?;
+            } else {
+                self.submit(ring, index);
+            }
         }
         if self.rotate_pending && self.staged_bytes() == 0 && self.order.is_empty() {
             self.rotate()?;
-            return Ok(true);
+            pumped.rotated = true;
         }
-        Ok(false)
+        Ok(pumped)
+    }
+
+    /// A small `--durability none` commit after an idle spell: nothing is in
+    /// flight, so a write on the core beats a hand-off to io-wq.
+    fn inline_ok(&self) -> bool {
+        self.durability == Durability::None
+            && self.direct.is_none()
+            && self.order.is_empty()
+            && self.staging.len() <= INLINE_COMMIT_BYTES_MAX
+            && self
+                .last_commit_done
+                .is_none_or(|t| t.elapsed() >= Duration::from_micros(INLINE_COMMIT_IDLE_US))
+    }
+
+    /// Writes staging with pwrite on this thread, as chain `index`, and
+    /// moves the watermark over it.
+    fn commit_inline(&mut self, ring: &Ring, index: usize) -> Result<Option<u64>, WalError> {
+        let spare = self.spares.pop().expect("a spare buffer per idle chain");
+        let buf = std::mem::replace(&mut self.staging, spare);
+        let offset = self.write_offset_bytes;
+        if let Err(source) = self.file.write_all_at(&buf, offset) {
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(WalError::DiskFull {
+                    path: self.segment_path.clone(),
+                    needed_bytes: buf.len() as u64,
+                });
+            }
+            return Err(WalError::WriteFailed {
+                path: self.segment_path.clone(),
+                shard: self.shard,
+                offset_bytes: offset,
+                source,
+            });
+        }
+        self.stats.inline_commits += 1;
+        self.chains[index] = Chain {
+            state: ChainState::Done,
+            file_offset_bytes: offset,
+            write_bytes: buf.len(),
+            written_bytes: buf.len(),
+            data_end: buf.len(),
+            first_seq: self.staging_first_seq,
+            last_seq: self.next_seq - 1,
+            buf: Some(buf),
+            ..Chain::idle()
+        };
+        self.write_offset_bytes += self.chains[index].data_end as u64;
+        self.order.push_back(index);
+        self.stats.commits += 1;
+        Ok(self.advance(ring))
     }
 
     fn submit(&mut self, ring: &mut Ring, index: usize) {
@@ -878,6 +951,7 @@ impl WalWriter {
             }
             self.durable_seq = chain.last_seq;
             self.durable_offset_bytes = chain.file_offset_bytes + chain.data_end as u64;
+            self.last_commit_done = Some(Instant::now());
             chain.state = ChainState::Idle;
             match (heap, self.direct.as_mut()) {
                 (Some(mut heap), _) => {
