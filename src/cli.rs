@@ -141,9 +141,11 @@ struct ReceiveArgs {
     #[arg(long)]
     dir: PathBuf,
     /// Serve connections on N cores, each a thread with its own io_uring,
-    /// pinned (with its io-wq workers) to CPU k. Default: one core per CPU,
-    /// unpinned, so the scheduler keeps a receiver off CPUs a local shipper
-    /// is pinned to.
+    /// pinned (with its io-wq workers) to CPU k of those this process may
+    /// use. A connection goes to the least loaded core; among equals, to
+    /// the core counted from the last CPU (shard 0 → CPU N-1), away from
+    /// the CPU a shipper on the same host pins that shard to. Default: one
+    /// core per CPU.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
     cores: Option<u32>,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
@@ -769,7 +771,7 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |n| n as usize,
             ),
-            pin_first_cpu: args.cores.map(|_| 0),
+            pin_first_cpu: Some(0),
             latency_window: None,
         },
     )

@@ -346,11 +346,15 @@ fn admit(
         }
     };
     wal.set_latency_window(config.latency_window.clone());
-    // The least loaded running core; among equals, the shard's own. Chosen
-    // before the welcome, so a shipper is never welcomed into nothing.
+    // The least loaded running core; among equals, the one counted from the
+    // last CPU for this shard (shard 0 → the last core), so that on a host
+    // that also ships, the receiver's core avoids the CPU the shipper pins
+    // the same shard to. Chosen before the welcome, so a shipper is never
+    // welcomed into nothing.
     let n = cores.len();
+    let preferred = n - 1 - hello.shard as usize % n;
     let Some(core) = (0..n)
-        .map(|k| (hello.shard as usize + k) % n)
+        .map(|k| (preferred + k) % n)
         .filter(|&k| cores[k].load.load(Ordering::SeqCst) < CORE_GONE)
         .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
     else {
