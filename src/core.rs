@@ -41,7 +41,8 @@ pub trait DurableListener {
     }
 
     /// The durable watermark advanced. Called in the same loop iteration as
-    /// the completion that advanced it, before the loop waits again.
+    /// the completion (or inline commit) that advanced it, before the loop
+    /// waits again.
     fn on_durable(&mut self, durable_seq: u64);
 
     /// The peer acknowledged everything up to `acked_seq` (when shipping).
@@ -313,8 +314,10 @@ fn run_loop(
             if let Some(seq) = pumped.durable_seq {
                 listener.on_durable(seq);
             }
-            // A rotation, or an inline commit, makes room: stage again.
-            if !pumped.rotated && pumped.durable_seq.is_none() {
+            // A rotation makes room: stage again. (An inline commit happens
+            // only once the feed is drained into staging, and whatever came
+            // since has signalled the eventfd, so it needs no second round.)
+            if !pumped.rotated {
                 break;
             }
         }

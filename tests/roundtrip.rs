@@ -212,6 +212,8 @@ fn paced_and_burst_lines_in_durability_none_round_trip() {
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["last_durable_seq"], 100_000);
-    assert!(json["inline_commits"].as_u64().unwrap() > 0, "{json}");
+    // The paced lines come one by one after idle spells: most are inline
+    // commits (not only the very first, which always is).
+    assert!(json["inline_commits"].as_u64().unwrap() >= 25, "{json}");
     assert!(dump_lines(&wal) == (1..=100_000).map(line).collect::<Vec<_>>());
 }

@@ -350,8 +350,8 @@ impl Conn {
                         if let Some(seq) = pumped.durable_seq {
                             self.ack_due = Some(seq);
                         }
-                        // A rotation, or an inline commit, makes room.
-                        if !pumped.rotated && pumped.durable_seq.is_none() {
+                        // A rotation makes room: stage again.
+                        if !pumped.rotated {
                             break Ok(());
                         }
                     }

@@ -6,13 +6,17 @@
 //! (IORING_FSYNC_DATASYNC). There is no timer and no minimum batch: the first
 //! record after a quiet spell is committed alone, and everything that arrives
 //! while [`COMMIT_CHAINS_MAX`] chains are in flight goes into the next commit.
+//! In `--durability none`, a small commit after an idle spell is written
+//! inline instead, with pwrite on the core ([`INLINE_COMMIT_BYTES_MAX`]):
+//! [`WalWriter::pump`] then returns the advanced watermark itself.
 //!
 //! **The durability promise.** [`WalWriter::durable_seq`] is the highest seq
 //! such that it and every record before it are on disk (their fdatasync
 //! completed; in `--durability none` mode, their write completed). It only
 //! moves forward, and it moves in the same loop iteration as the completion
-//! that advanced it: [`WalWriter::on_completion`] returns the new value so the
-//! caller can wake a consumer (the shipper) straight away.
+//! (or inline commit) that advanced it: [`WalWriter::on_completion`] and
+//! [`WalWriter::pump`] return the new value so the caller can wake a consumer
+//! (the shipper) straight away.
 //!
 //! A commit never spans two segments. When the next record does not fit, the
 //! writer stops staging, waits until every chain on the current segment has
@@ -685,14 +689,15 @@ impl WalWriter {
     /// Writes staging with pwrite on this thread, as chain `index`, and
     /// moves the watermark over it.
     fn commit_inline(&mut self, ring: &Ring, index: usize) -> Result<Option<u64>, WalError> {
-        let spare = self.spares.pop().expect("a spare buffer per idle chain");
-        let buf = std::mem::replace(&mut self.staging, spare);
+        let submitted = Instant::now();
         let offset = self.write_offset_bytes;
-        if let Err(source) = self.file.write_all_at(&buf, offset) {
+        // Staging is swapped out only once written, so a failed write leaves
+        // the WAL as it was: the records still staged, nothing durable.
+        if let Err(source) = self.file.write_all_at(&self.staging, offset) {
             if source.raw_os_error() == Some(libc::ENOSPC) {
                 return Err(WalError::DiskFull {
                     path: self.segment_path.clone(),
-                    needed_bytes: buf.len() as u64,
+                    needed_bytes: self.staging.len() as u64,
                 });
             }
             return Err(WalError::WriteFailed {
@@ -702,9 +707,12 @@ impl WalWriter {
                 source,
             });
         }
+        let spare = self.spares.pop().expect("a spare buffer per idle chain");
+        let buf = std::mem::replace(&mut self.staging, spare);
         self.stats.inline_commits += 1;
         self.chains[index] = Chain {
             state: ChainState::Done,
+            submitted,
             file_offset_bytes: offset,
             write_bytes: buf.len(),
             written_bytes: buf.len(),
