@@ -1011,21 +1011,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
             "--rate {rate}: give records per second, at least 1"
         )));
     }
-    let temp;
-    let dir = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("ringship-wal-bench-")
-                .tempdir()
-                .map_err(Failure::operating)?;
-            if args.keep {
-                temp.keep()
-            } else {
-                temp.path().to_path_buf()
-            }
-        }
-    };
+    let (dir, _temp) = scratch_dir(args.dir.as_ref(), args.keep, "ringship-wal-bench-")?;
     let config = CoreConfig {
         dir: dir.clone(),
         shard: 0,
@@ -1234,25 +1220,7 @@ fn bench(args: BenchArgs) -> Result<i32, Failure> {
             out.display()
         )));
     }
-    let temp;
-    let dir = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Failure::operating(format!("creating {}: {e}", dir.display())))?;
-            dir.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("ringship-bench-")
-                .tempdir()
-                .map_err(Failure::operating)?;
-            if args.keep {
-                temp.keep()
-            } else {
-                temp.path().to_path_buf()
-            }
-        }
-    };
+    let (dir, _temp) = scratch_dir(args.dir.as_ref(), args.keep, "ringship-bench-")?;
     let config = crate::bench::BenchConfig {
         rate: args.rate,
         duration,
@@ -1308,4 +1276,28 @@ fn compare(args: CompareArgs) -> Result<i32, Failure> {
     } else {
         EXIT_OK
     })
+}
+
+/// The directory a benchmark works in: `dir` if given (created if need
+/// be), else a fresh temporary one, removed when the returned guard drops
+/// unless `keep`.
+fn scratch_dir(
+    dir: Option<&PathBuf>,
+    keep: bool,
+    prefix: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), Failure> {
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::operating(format!("creating {}: {e}", dir.display())))?;
+        return Ok((dir.clone(), None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(Failure::operating)?;
+    if keep {
+        Ok((temp.keep(), None))
+    } else {
+        Ok((temp.path().to_path_buf(), Some(temp)))
+    }
 }

@@ -446,6 +446,19 @@ impl Ring {
         if !self.has_room(1) {
             return Err((QueueFull, buf));
         }
+        self.push_send(fd, buf, from, token, squeue::Flags::empty());
+        Ok(())
+    }
+
+    /// Pushes the SEND of `buf[from..]` with `flags`; room was checked.
+    fn push_send(
+        &mut self,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        from: usize,
+        token: u64,
+        flags: squeue::Flags,
+    ) {
         assert!(from < buf.len(), "send of an empty range");
         let len = u32::try_from(buf.len() - from).expect("send chunk below 4 GiB");
         // SAFETY (for the pointer taken here): as in `write_then_datasync`,
@@ -455,9 +468,9 @@ impl Ring {
         let entry = opcode::Send::new(types::Fd(fd.as_raw_fd()), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
+            .flags(flags)
             .user_data(slot as u64);
         self.push(&entry);
-        Ok(())
     }
 
     /// Like [`Ring::send`] of `buf[from..]`, but cancelled (its completion
@@ -478,19 +491,8 @@ impl Ring {
         if !self.has_room(2) {
             return Err((QueueFull, buf));
         }
-        assert!(from < buf.len(), "send of an empty range");
-        let len = u32::try_from(buf.len() - from).expect("send below 4 GiB");
-        // SAFETY (for the pointers taken here): the Vec is owned by the slot
-        // until its completion is reaped, as in `send`; the timespec is
-        // 'static.
-        let ptr = buf[from..].as_ptr();
-        let slot = self.take_slot(token, Some(buf));
-        let send = opcode::Send::new(types::Fd(fd.as_raw_fd()), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(slot as u64);
-        self.push(&send);
+        self.push_send(fd, buf, from, token, squeue::Flags::IO_LINK);
+        // SAFETY (for the pointer taken here): the timespec is 'static.
         let timeout_slot = self.take_slot(timeout_token, None);
         let timeout = opcode::LinkTimeout::new(timeout as *const types::Timespec)
             .build()
