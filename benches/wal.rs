@@ -37,6 +37,7 @@ fn wal_bench(c: &mut Criterion) {
                 ship: None,
                 ack_timeout: Duration::ZERO,
                 latency_window: None,
+                spin: Duration::ZERO,
             };
             let core = std::thread::spawn(move || core::run(&config, receiver, &mut Notify(tx)));
             let payload = vec![b'x'; payload_bytes];

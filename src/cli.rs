@@ -121,6 +121,12 @@ struct ShipArgs {
     /// Nothing unacknowledged is ever deleted.
     #[arg(long, value_name = "N")]
     retain_segments: Option<usize>,
+    /// Before a core sleeps, busy-poll its ring this many µs for a
+    /// completion (0: sleep at once). Trades CPU for latency: on a VM, where
+    /// every sleep and wake-up costs tens of µs, a short spin catches an ack
+    /// or the next record without paying for either. Up to 10000.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
+    spin_us: u64,
 }
 
 /// Receive records from shippers: verify, persist, acknowledge.
@@ -153,6 +159,12 @@ struct ReceiveArgs {
     /// Allow a non-loopback --listen without authentication.
     #[arg(long)]
     insecure: bool,
+    /// Before a core sleeps, busy-poll its ring this many µs for a
+    /// completion (0: sleep at once). Trades CPU for latency: on a VM, where
+    /// every sleep and wake-up costs tens of µs, a short spin catches an ack
+    /// or the next record without paying for either. Up to 10000.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
+    spin_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -310,6 +322,13 @@ struct BenchArgs {
     /// Milliseconds of silence before each idle-tail burst.
     #[arg(long, default_value_t = 100)]
     probe_silence_ms: u64,
+    /// Before a core sleeps, busy-poll its ring this many µs for a
+    /// completion (0: sleep at once), on the shipper's cores and the
+    /// in-process receiver's. Trades CPU for latency: on a VM, where every
+    /// sleep and wake-up costs tens of µs, a short spin catches an ack or
+    /// the next record without paying for either. Up to 10000.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
+    spin_us: u64,
 }
 
 fn parse_rate(s: &str) -> Result<crate::bench::Rate, String> {
@@ -627,6 +646,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         ship,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
         latency_window: None,
+        spin: Duration::from_micros(args.spin_us),
     };
     let (report, fed) =
         run_core_with(config, (args.report_durable, args.report_acked), |sender| {
@@ -773,6 +793,7 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
             ),
             pin_first_cpu: Some(0),
             latency_window: None,
+            spin: Duration::from_micros(args.spin_us),
         },
     )
     .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
@@ -1020,6 +1041,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         ship: None,
         ack_timeout: Duration::ZERO,
         latency_window: None,
+        spin: Duration::ZERO,
     };
     let produced = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -1234,6 +1256,7 @@ fn bench(args: BenchArgs) -> Result<i32, Failure> {
         probe_rounds: args.probe_rounds,
         probe_burst: args.probe_burst,
         probe_silence: Duration::from_millis(args.probe_silence_ms),
+        spin: Duration::from_micros(args.spin_us),
         progress: io::stderr().is_terminal(),
     };
     let result = crate::bench::run(&config);

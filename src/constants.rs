@@ -58,6 +58,11 @@ pub const INLINE_COMMIT_BYTES_MAX: usize = 64 << 10;
 /// arrival its own commit, ack and send).
 pub const INLINE_COMMIT_IDLE_US: u64 = 50;
 
+/// The most `--spin-us` takes: how long a core may busy-poll its ring for
+/// a completion before it sleeps. Off (0) by default; a spin longer than
+/// this is a CPU burnt for nothing that a sleep would not also catch.
+pub const SPIN_US_MAX: u64 = 10_000;
+
 /// Commit buffers per WAL: one per chain in flight plus the one being filled.
 pub const COMMIT_BUFFERS_COUNT: usize = COMMIT_CHAINS_MAX + 1;
 

@@ -12,7 +12,9 @@
 //!
 //! The only thing that wakes the loop is a completion: a commit's write or
 //! fdatasync, or the read on the inbox's eventfd that a producer's send
-//! completes. There is no timer anywhere in it.
+//! completes. There is no timer anywhere in it. With `--spin-us` the loop
+//! busy-polls for that completion before step 3 sleeps, which saves the
+//! wake-up, never delays a completion, and ends once the budget is spent.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +70,9 @@ pub struct CoreConfig {
     /// Count latency only inside this window, by interval (`bench`); `None`
     /// counts every record.
     pub latency_window: Option<Arc<Window>>,
+    /// Before sleeping, busy-poll the ring this long for a completion
+    /// (`--spin-us`; zero sleeps at once). See [`Ring::submit_and_spin`].
+    pub spin: Duration,
 }
 
 /// What a core did, returned when its inbox closes and everything is durable.
@@ -254,7 +259,7 @@ fn run_fed(
             &mut feed,
             listener,
             &mut first_appended_seq,
-            config.ack_timeout,
+            config,
         )
     }));
     // The shipper's socket reads are in flight too: closing the socket
@@ -290,8 +295,11 @@ fn run_loop(
     feed: &mut Feed<'_>,
     listener: &mut dyn DurableListener,
     first_appended_seq: &mut Option<u64>,
-    ack_timeout: Duration,
+    config: &CoreConfig,
 ) -> Result<(), CoreError> {
+    let CoreConfig {
+        ack_timeout, spin, ..
+    } = *config;
     let mut ack_deadline: Option<Instant> = None;
     let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
     // The acked seq last told to the listener. It moves on an ack, and also
@@ -360,6 +368,9 @@ fn run_loop(
             Some(at) => ring
                 .submit_and_wait_timeout(1, at.saturating_duration_since(Instant::now()))
                 .map_err(CoreError::Enter)?,
+            // A spin only ever ends early on a completion, so it can delay
+            // nothing; with a reconnect or an ack deadline due, sleep.
+            None if !spin.is_zero() && ring.submit_and_spin(spin).map_err(CoreError::Enter)? => {}
             None => ring.submit_and_wait(1).map_err(CoreError::Enter)?,
         }
         completions.clear();

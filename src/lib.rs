@@ -41,7 +41,9 @@
 //!   moves forward, and never ahead of the disk.
 //! - Nothing wakes a core but a completion: no timer, poll or heartbeat
 //!   gates a durable record. The only timed waits are the reconnect backoff
-//!   and the ack deadline at the end of a `ship` run.
+//!   and the ack deadline at the end of a `ship` run. `--spin-us` only lets
+//!   a core look for that completion before it sleeps: a spin ends early on
+//!   a completion and never delays one.
 //! - The shipper sends only durable bytes; the receiver acks only what its
 //!   own fdatasync covers; resume is by seq, so kills lose and duplicate
 //!   nothing; retention deletes only acknowledged segments.

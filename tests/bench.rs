@@ -239,6 +239,9 @@ fn a_short_real_run_writes_every_output() {
     assert_eq!(summary["format"], "ringship-bench");
     assert_eq!(summary["config"]["durability"], "none");
     assert_eq!(summary["config"]["co_corrected"], true);
+    // Without --spin-us the config is what it was before the flag, so old
+    // baselines still compare.
+    assert!(summary["config"].get("spin_ns").is_none());
     for key in STAGE_KEYS {
         let stage = &summary["stages"][key];
         let count = stage["count"].as_u64().unwrap();
@@ -374,6 +377,7 @@ fn bad_bench_flags_exit_2_with_the_reason() {
         (&["--record-bytes", "2000000"][..], "--record-bytes"),
         (&["--cores", "0"][..], "--cores"),
         (&["--probe-burst", "0"][..], "--probe-burst"),
+        (&["--spin-us", "10001"][..], "--spin-us"),
         (&["--peer", "nowhere.invalid:1"][..], "--peer"),
     ] {
         let o = run(&[&["bench"][..], args].concat());

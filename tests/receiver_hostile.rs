@@ -26,6 +26,7 @@ fn start(dir: &std::path::Path) -> (SocketAddr, Stopper, std::thread::JoinHandle
             cores: 1,
             pin_first_cpu: None,
             latency_window: None,
+            spin: std::time::Duration::ZERO,
         },
     )
     .unwrap();

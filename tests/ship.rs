@@ -143,6 +143,74 @@ fn last_record_after_silence_is_acked_within_50ms() {
     );
 }
 
+/// User + system CPU seconds a process (all its threads) has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap();
+    ticks as f64 / per_s as f64
+}
+
+/// `--spin-us` at its largest on both sides: everything still arrives, and
+/// a spinning core goes to sleep once its budget runs out. A core that kept
+/// spinning would burn about 2 CPU-seconds in the 2 s of silence; the bound
+/// is a quarter of that, far above what a sleeping pipeline uses.
+#[test]
+fn spinning_cores_deliver_everything_and_sleep_when_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spin = ringship::constants::SPIN_US_MAX.to_string();
+    let recv = RecvProc::start_with(
+        &tmp.path().join("recv"),
+        "127.0.0.1:0",
+        "none",
+        &["--spin-us", &spin, "--cores", "1"],
+    );
+    let mut ship = ShipProc::start(
+        &tmp.path().join("wal"),
+        &recv.addr,
+        &["--durability", "none", "--spin-us", &spin],
+    );
+    ship.write(&lines_bytes(1..=1000));
+    ship.wait_acked(1000, Duration::from_secs(30));
+
+    let pids = [recv.child.id(), ship.child.id()];
+    let before = pids.map(cpu_seconds);
+    std::thread::sleep(Duration::from_secs(2));
+    let used: Vec<f64> = pids
+        .iter()
+        .zip(before)
+        .map(|(&pid, b)| cpu_seconds(pid) - b)
+        .collect();
+    eprintln!(
+        "idle 2 s with --spin-us {spin}: receiver {:.2} s, shipper {:.2} s of CPU",
+        used[0], used[1]
+    );
+    for (who, cpu) in ["receiver", "shipper"].iter().zip(&used) {
+        assert!(
+            *cpu < 0.5,
+            "the idle {who} used {cpu:.2} CPU-seconds in 2 s: it never stopped spinning"
+        );
+    }
+
+    // After the silence the next record is still shipped by its own commit.
+    ship.write(&lines_bytes(1001..=1001));
+    ship.wait_acked(1001, Duration::from_secs(10));
+    let (code, json, err) = ship.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json["acked_seq"], 1001);
+    recv.stop();
+    assert_eq!(
+        dump_lines(&tmp.path().join("recv/src1")),
+        (1..=1001).map(line).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn last_record_of_a_burst_is_acked_with_the_one_before_it() {
     // As above, no fdatasync on either side: a 1-3 s disk stall (seen on

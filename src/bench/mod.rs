@@ -70,6 +70,9 @@ pub struct BenchConfig {
     pub probe_rounds: u32,
     pub probe_burst: u32,
     pub probe_silence: Duration,
+    /// How long every core (shipper and in-process receiver) busy-polls its
+    /// ring before sleeping.
+    pub spin: Duration,
     /// Show a progress bar (stderr is a terminal).
     pub progress: bool,
 }
@@ -242,6 +245,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
                     cores: config.cores,
                     pin_first_cpu: (cpus > config.cores).then_some(config.cores),
                     latency_window: Some(window.clone()),
+                    spin: config.spin,
                 },
             )
             .map_err(|e| BenchError(format!("starting the in-process receiver: {e}")))?;
@@ -374,6 +378,7 @@ fn start_core(
         }),
         ack_timeout: ACK_STALL,
         latency_window: Some(window.clone()),
+        spin: config.spin,
     };
     let handle = std::thread::Builder::new()
         .name(format!("ringship-core-{shard}"))

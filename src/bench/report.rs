@@ -89,6 +89,14 @@ pub struct Settings {
     pub probe_rounds: u32,
     pub probe_burst_records: u32,
     pub probe_silence_ns: u64,
+    /// `--spin-us`, when set. Left out at zero, so reports of runs without
+    /// it compare with those written before the flag existed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spin_ns: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -238,6 +246,7 @@ pub(crate) fn build(
             probe_rounds: config.probe_rounds,
             probe_burst_records: config.probe_burst,
             probe_silence_ns: config.probe_silence.as_nanos() as u64,
+            spin_ns: config.spin.as_nanos() as u64,
         },
         environment: Environment {
             kernel: kernel_release(),
@@ -303,8 +312,13 @@ pub fn print_table(r: &BenchReport) {
         c.send_mode,
         r.environment.peer.as_deref().unwrap_or("in-process")
     );
+    let spin = if c.spin_ns == 0 {
+        String::new()
+    } else {
+        format!(" · spin {} µs", c.spin_ns / 1000)
+    };
     println!(
-        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs",
+        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs{spin}",
         c.duration_ns as f64 / 1e9,
         c.warmup_ns as f64 / 1e9,
         r.environment.kernel,

@@ -210,6 +210,7 @@ impl Ring {
         let uring = match IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .build(entries)
         {
             Ok(ring) => (
@@ -675,6 +676,33 @@ impl Ring {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Submits everything pushed, then polls for a completion for up to
+    /// `budget` without sleeping. True if one is ready; false if the budget
+    /// ran out, and the caller should sleep in [`Ring::submit_and_wait`].
+    ///
+    /// With DEFER_TASKRUN a completion is first task work queued for this
+    /// thread; IORING_SETUP_TASKRUN_FLAG makes the kernel say so in the SQ
+    /// ring's flags, so the poll is a load of shared memory, and the thread
+    /// enters the kernel only to run work that is there.
+    pub fn submit_and_spin(&mut self, budget: Duration) -> io::Result<bool> {
+        self.submit_and_wait(0)?;
+        let start = std::time::Instant::now();
+        loop {
+            if !self.uring.completion().is_empty() {
+                return Ok(true);
+            }
+            if self.uring.submission().taskrun() {
+                // A zero-wait enter with GETEVENTS runs the deferred work.
+                self.submit_and_wait(0)?;
+                continue;
+            }
+            if start.elapsed() >= budget {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
         }
     }
 

@@ -23,6 +23,7 @@
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use nix::sys::eventfd::EventFd;
 
@@ -108,6 +109,7 @@ impl CoreHandle {
 pub(super) fn start(
     index: usize,
     cpu: Option<usize>,
+    spin: Duration,
     shared: Arc<Shared>,
 ) -> Result<CoreHandle, String> {
     let (tx, rx) = mpsc::channel();
@@ -141,6 +143,7 @@ pub(super) fn start(
                 let load_on_exit = load.clone();
                 let mut core = Core {
                     ring,
+                    spin,
                     rx,
                     open: true,
                     wake,
@@ -181,6 +184,8 @@ pub(super) fn start(
 
 struct Core {
     ring: Ring,
+    /// How long to busy-poll the ring before sleeping.
+    spin: Duration,
     rx: mpsc::Receiver<Admitted>,
     /// The acceptor may still admit connections.
     open: bool,
@@ -216,7 +221,9 @@ impl Core {
             {
                 self.wake_buf = Some(buf);
             }
-            self.ring.submit_and_wait(1)?;
+            if self.spin.is_zero() || !self.ring.submit_and_spin(self.spin)? {
+                self.ring.submit_and_wait(1)?;
+            }
             completions.clear();
             self.ring.reap(&mut completions);
             for completion in completions.drain(..) {

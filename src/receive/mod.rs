@@ -58,6 +58,9 @@ pub struct ReceiverConfig {
     /// Count append → durable (the records' own append timestamps, so
     /// append → *remote* durable) only inside this window (`bench`).
     pub latency_window: Option<Arc<Window>>,
+    /// Before sleeping, each core busy-polls its ring this long for a
+    /// completion (`--spin-us`; zero sleeps at once).
+    pub spin: Duration,
 }
 
 /// Totals over a receiver's life, for its summary line.
@@ -151,7 +154,7 @@ impl Receiver {
         for k in 0..self.config.cores.max(1) {
             // A CPU *index* (allowed_cpu maps it to a CPU of our mask).
             let cpu = self.config.pin_first_cpu.map(|first| first + k);
-            match self::core::start(k, cpu, self.shared.clone()) {
+            match self::core::start(k, cpu, self.config.spin, self.shared.clone()) {
                 Ok(core) => cores.push(core),
                 Err(why) => {
                     cores.into_iter().for_each(CoreHandle::finish);

@@ -47,6 +47,7 @@ pub fn append(dir: &Path, durability: Durability, payloads: &[Vec<u8>]) -> u64 {
         ship: None,
         ack_timeout: std::time::Duration::ZERO,
         latency_window: None,
+        spin: std::time::Duration::ZERO,
     };
     let core = std::thread::spawn(move || core::run(&config, receiver, &mut Quiet));
     let mut batch = sender.take().unwrap();
@@ -150,6 +151,26 @@ impl RecvProc {
         durability: &str,
         stderr: Stdio,
     ) -> RecvProc {
+        RecvProc::spawn(dir, listen, durability, &[], stderr)
+    }
+
+    /// Like `start`, with more command-line arguments.
+    pub fn start_with(
+        dir: &std::path::Path,
+        listen: &str,
+        durability: &str,
+        extra: &[&str],
+    ) -> RecvProc {
+        RecvProc::spawn(dir, listen, durability, extra, child_stderr("receive"))
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        listen: &str,
+        durability: &str,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> RecvProc {
         let mut child = Command::new(bin())
             .args([
                 "receive",
@@ -159,6 +180,7 @@ impl RecvProc {
                 dir.to_str().unwrap(),
             ])
             .args(["--durability", durability])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
