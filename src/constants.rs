@@ -63,6 +63,11 @@ pub const INLINE_COMMIT_IDLE_US: u64 = 50;
 /// this is a CPU burnt for nothing that a sleep would not also catch.
 pub const SPIN_US_MAX: u64 = 10_000;
 
+/// A spinning core yields its CPU this often, so that an io-wq worker woken
+/// on the same CPU (a WAL write or fdatasync completing) runs within this
+/// long instead of after the spinner's time slice.
+pub const SPIN_YIELD_INTERVAL_US: u64 = 5;
+
 /// Commit buffers per WAL: one per chain in flight plus the one being filled.
 pub const COMMIT_BUFFERS_COUNT: usize = COMMIT_CHAINS_MAX + 1;
 

@@ -204,6 +204,9 @@ fn spinning_cores_deliver_everything_and_sleep_when_idle() {
     let (code, json, err) = ship.finish();
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(json["acked_seq"], 1001);
+    // The spin polls the flag this ring setup turns on.
+    let flags = json["ring_flags"].as_str().unwrap();
+    assert!(flags.contains("TASKRUN_FLAG"), "{flags}");
     recv.stop();
     assert_eq!(
         dump_lines(&tmp.path().join("recv/src1")),

@@ -16,7 +16,8 @@
 # Note the peers' figure is one way (written → arrived at the receiver, no durability); ringship's
 # append→acked is a round trip, append→remote durable is the one-way figure. Both are printed.
 # Every run is bounded. Env: LIMITS (path to limits.sh), DURATION (bench seconds, default 10),
-# SEND_MODE (default splice), FIO_RUNTIME (default 10).
+# SEND_MODE (default splice), FIO_RUNTIME (default 10), SPIN_US (also run both modes with
+# --spin-us SPIN_US, and print their rows and verdicts beside the default's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${1:-/tmp/ringship-vs-peers}
@@ -24,6 +25,7 @@ LIMITS=${LIMITS:-../shared/tools/limits.sh}
 DURATION=${DURATION:-10}
 SEND_MODE=${SEND_MODE:-splice}
 FIO_RUNTIME=${FIO_RUNTIME:-10}
+SPIN_US=${SPIN_US:-}
 [ -x "$LIMITS" ] || { echo "peer harness not found at $LIMITS (set LIMITS=)" >&2; exit 2; }
 command -v socat >/dev/null || { echo "socat not found: run $LIMITS setup" >&2; exit 2; }
 command -v fio >/dev/null || { echo "fio not found: run $LIMITS setup" >&2; exit 2; }
@@ -31,11 +33,16 @@ rm -rf "$S"; mkdir -p "$S"
 cargo build --release -q
 BIN=target/release/ringship
 
-for d in none fsync; do
-  echo "[peers] ringship bench --durability $d" >&2
+runs="none fsync"
+[ -n "$SPIN_US" ] && runs="$runs none-spin fsync-spin"
+for run in $runs; do
+  d=${run%-spin}
+  spin=()
+  [ "$run" != "$d" ] && spin=(--spin-us "$SPIN_US")
+  echo "[peers] ringship bench --durability $d ${spin[*]}" >&2
   sync
   "$BIN" bench --rate 10000 --record-bytes 100 --duration "$DURATION" --durability "$d" \
-    --send-mode "$SEND_MODE" --out "$S/ringship-$d" | tee "$S/ringship-$d.txt" >&2
+    --send-mode "$SEND_MODE" "${spin[@]}" --out "$S/ringship-$run" | tee "$S/ringship-$run.txt" >&2
 done
 
 peers="direct tail-socat"
@@ -51,10 +58,12 @@ fio --name=dsync_prealloc --filename="$F" --ioengine=io_uring --percentile_list=
   --runtime="$FIO_RUNTIME" --time_based > "$S/fio.json"
 rm -f "$F"
 
-python3 - "$S" <<'PY'
+python3 - "$S" "$SPIN_US" <<'PY'
 import json, sys
-S = sys.argv[1]
-rs = {d: json.load(open(f"{S}/ringship-{d}/summary.json")) for d in ("none", "fsync")}
+S, spin_us = sys.argv[1], sys.argv[2]
+runs = ["none", "fsync"] + (["none-spin", "fsync-spin"] if spin_us else [])
+rs = {d: json.load(open(f"{S}/ringship-{d}/summary.json")) for d in runs}
+name = lambda d: d.replace("-spin", f", --spin-us {spin_us}")
 peers = [json.loads(l) for l in open(f"{S}/peers-raw/peers/results.jsonl") if l.strip()]
 fio = json.load(open(f"{S}/fio.json"))["jobs"][0]["sync"]["lat_ns"]["percentile"]
 fio_p99_ms = fio["99.000000"] / 1e6
@@ -65,22 +74,32 @@ for d, r in rs.items():
     for key in ("append_to_acked", "append_to_remote_durable"):
         s = r["stages"][key]
         it = r["idle_tail"]["p99_ns"]
-        print(f"| ringship {d}, {s['label']} | {ms(s['p50_ns']):.3f} | {ms(s['p99_ns']):.3f} | {ms(s['p999_ns']):.3f} | {ms(it):.3f} |")
+        print(f"| ringship {name(d)}, {s['label']} | {ms(s['p50_ns']):.3f} | {ms(s['p99_ns']):.3f} | {ms(s['p999_ns']):.3f} | {ms(it):.3f} |")
 for p in peers:
     print(f"| {p['shipper']} (written → arrived) | {p.get('p50_ms')} | {p.get('p99_ms')} | {p.get('p999_ms')} | {p.get('last_line_ms')} |")
 print()
-none = rs["none"]["stages"]["append_to_acked"]["p99_ns"] / 1e6
-one_way = rs["none"]["stages"]["append_to_remote_durable"]["p99_ns"] / 1e6
 ok = lambda b: "✔" if b else "✘"
-print(f"- none: append→acked p99 {none:.3f} ms vs target 0.100 ms {ok(none <= 0.1)}")
-for p in peers:
-    if p["shipper"] == "direct" or p.get("p99_ms") is None:
-        continue
-    print(f"- none vs {p['shipper']} p99 {p['p99_ms']} ms: acked {none / p['p99_ms']:.2f}× {ok(none < p['p99_ms'])}, one-way (remote durable) {one_way / p['p99_ms']:.2f}×")
-f = rs["fsync"]["stages"]["append_to_acked"]["p99_ns"] / 1e6
 bound = 1.5 * 2 * fio_p99_ms
-print(f"- fsync: append→acked p99 {f:.3f} ms vs 1.5 × 2 × fio fdatasync p99 {fio_p99_ms:.3f} ms = {bound:.3f} ms {ok(f <= bound)}")
-for d, r in rs.items():
-    it, st = r["idle_tail"]["p99_ns"] / 1e6, r["idle_tail"]["steady_p99_ns"] / 1e6
-    print(f"- {d}: idle tail p99 {it:.3f} ms vs steady-state p99 {st:.3f} ms {ok(it <= st)}")
+for suffix in ([""] + (["-spin"] if spin_us else [])):
+    label = f" with --spin-us {spin_us}" if suffix else ""
+    print(f"\nringship{label}:")
+    none = rs["none" + suffix]["stages"]["append_to_acked"]["p99_ns"] / 1e6
+    one_way = rs["none" + suffix]["stages"]["append_to_remote_durable"]["p99_ns"] / 1e6
+    print(f"- none: append→acked p99 {none:.3f} ms vs target 0.100 ms {ok(none <= 0.1)}")
+    for p in peers:
+        if p.get("p99_ms") is None:
+            continue
+        if p["shipper"] == "direct":
+            # One hop with no shipper at all: what this machine gives a single wake-up.
+            print(f"  (harness floor, one hop, no shipper: p99 {p['p99_ms']} ms)")
+            continue
+        print(f"- none vs {p['shipper']} p99 {p['p99_ms']} ms: acked {none / p['p99_ms']:.2f}× {ok(none < p['p99_ms'])}, one-way (remote durable) {one_way / p['p99_ms']:.2f}×")
+    f = rs["fsync" + suffix]["stages"]["append_to_acked"]["p99_ns"] / 1e6
+    print(f"- fsync: append→acked p99 {f:.3f} ms vs 1.5 × 2 × fio fdatasync p99 {fio_p99_ms:.3f} ms = {bound:.3f} ms {ok(f <= bound)}")
+    for d in ("none" + suffix, "fsync" + suffix):
+        r = rs[d]
+        it, st = r["idle_tail"]["p99_ns"] / 1e6, r["idle_tail"]["steady_p99_ns"] / 1e6
+        print(f"- {name(d)}: idle tail p99 {it:.3f} ms vs steady-state p99 {st:.3f} ms {ok(it <= st)}")
+    cpu = {d: rs[d]["results"]["cpu_ns"] / 1e9 for d in ("none" + suffix, "fsync" + suffix)}
+    print("- CPU seconds, whole process: " + ", ".join(f"{name(d)} {c:.2f}" for d, c in cpu.items()))
 PY

@@ -26,7 +26,9 @@ use std::time::Duration;
 pub use io_uring::types::Timespec;
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
-use crate::constants::{IOWQ_WORKERS_MAX, PAGE_SIZE_BYTES, RING_ENTRIES, RING_SLOTS_MAX};
+use crate::constants::{
+    IOWQ_WORKERS_MAX, PAGE_SIZE_BYTES, RING_ENTRIES, RING_SLOTS_MAX, SPIN_YIELD_INTERVAL_US,
+};
 
 /// The setup flags that ended up in force, reported in every summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +36,9 @@ pub struct RingFlags {
     pub single_issuer: bool,
     pub defer_taskrun: bool,
     pub coop_taskrun: bool,
+    /// IORING_SETUP_TASKRUN_FLAG: pending task work shows in the SQ ring's
+    /// flags, which is what `--spin-us` polls.
+    pub taskrun_flag: bool,
 }
 
 impl fmt::Display for RingFlags {
@@ -47,6 +52,9 @@ impl fmt::Display for RingFlags {
         }
         if self.coop_taskrun {
             names.push("COOP_TASKRUN");
+        }
+        if self.taskrun_flag {
+            names.push("TASKRUN_FLAG");
         }
         if names.is_empty() {
             names.push("none");
@@ -219,16 +227,25 @@ impl Ring {
                     single_issuer: true,
                     defer_taskrun: true,
                     coop_taskrun: false,
+                    taskrun_flag: true,
                 },
             ),
             Err(first) if first.raw_os_error() == Some(libc::EINVAL) => {
-                match IoUring::builder().setup_coop_taskrun().build(entries) {
+                // TASKRUN_FLAG dates from the same kernel as COOP_TASKRUN
+                // (5.19): without it a spin would not see task work that
+                // only the next interrupt return would run.
+                match IoUring::builder()
+                    .setup_coop_taskrun()
+                    .setup_taskrun_flag()
+                    .build(entries)
+                {
                     Ok(ring) => (
                         ring,
                         RingFlags {
                             single_issuer: false,
                             defer_taskrun: false,
                             coop_taskrun: true,
+                            taskrun_flag: true,
                         },
                     ),
                     Err(e) => return Err(classify_setup_error(e)),
@@ -686,23 +703,37 @@ impl Ring {
     /// With DEFER_TASKRUN a completion is first task work queued for this
     /// thread; IORING_SETUP_TASKRUN_FLAG makes the kernel say so in the SQ
     /// ring's flags, so the poll is a load of shared memory, and the thread
-    /// enters the kernel only to run work that is there.
+    /// enters the kernel when that flag is up. (The flag can stay up with
+    /// nothing pending after a race with the thread's own run of the work,
+    /// so the budget is checked on every pass, enter or not.)
+    ///
+    /// io-wq workers share the core's CPU, and a woken worker may wait out
+    /// the spinner's time slice before it runs: the spin yields every
+    /// [`SPIN_YIELD_INTERVAL_US`], so a write or fdatasync finishing on this
+    /// CPU waits for that at most.
     pub fn submit_and_spin(&mut self, budget: Duration) -> io::Result<bool> {
         self.submit_and_wait(0)?;
         let start = std::time::Instant::now();
+        let yield_every = Duration::from_micros(SPIN_YIELD_INTERVAL_US);
+        let mut yielded = start;
         loop {
-            if !self.uring.completion().is_empty() {
-                return Ok(true);
-            }
             if self.uring.submission().taskrun() {
                 // A zero-wait enter with GETEVENTS runs the deferred work.
                 self.submit_and_wait(0)?;
-                continue;
             }
-            if start.elapsed() >= budget {
+            if !self.uring.completion().is_empty() {
+                return Ok(true);
+            }
+            let now = std::time::Instant::now();
+            if now - start >= budget {
                 return Ok(false);
             }
-            std::hint::spin_loop();
+            if now - yielded >= yield_every {
+                std::thread::yield_now();
+                yielded = now;
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 
