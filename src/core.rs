@@ -14,7 +14,8 @@
 //! fdatasync, or the read on the inbox's eventfd that a producer's send
 //! completes. There is no timer anywhere in it. With `--spin-us` the loop
 //! busy-polls for that completion before step 3 sleeps, which saves the
-//! wake-up, never delays a completion, and ends once the budget is spent.
+//! wake-up. It ends at the first completion or once the budget is spent,
+//! and is skipped while a reconnect or the ack deadline is due.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -42,8 +42,8 @@
 //! - Nothing wakes a core but a completion: no timer, poll or heartbeat
 //!   gates a durable record. The only timed waits are the reconnect backoff
 //!   and the ack deadline at the end of a `ship` run. `--spin-us` only lets
-//!   a core look for that completion before it sleeps: a spin ends early on
-//!   a completion and never delays one.
+//!   a core look for that completion before it sleeps: a spin ends at the
+//!   first completion on its ring, so it never waits past one.
 //! - The shipper sends only durable bytes; the receiver acks only what its
 //!   own fdatasync covers; resume is by seq, so kills lose and duplicate
 //!   nothing; retention deletes only acknowledged segments.
