@@ -329,6 +329,13 @@ struct BenchArgs {
     /// the next record without paying for either. Up to 10000.
     #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
     spin_us: u64,
+    /// Hold /dev/cpu_dma_latency at US for the run (needs root), as
+    /// cyclictest does: idle CPUs then poll instead of entering idle states
+    /// that are slow to leave. System-wide, so everything else on the
+    /// machine gets it too; the report records it, and the limit in force
+    /// whoever held it. Up to 10000.
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=crate::constants::CPU_DMA_LATENCY_US_MAX as i64))]
+    cpu_dma_latency: Option<u32>,
 }
 
 fn parse_rate(s: &str) -> Result<crate::bench::Rate, String> {
@@ -1257,6 +1264,7 @@ fn bench(args: BenchArgs) -> Result<i32, Failure> {
         probe_burst: args.probe_burst,
         probe_silence: Duration::from_millis(args.probe_silence_ms),
         spin: Duration::from_micros(args.spin_us),
+        cpu_dma_latency_us: args.cpu_dma_latency,
         progress: io::stderr().is_terminal(),
     };
     let result = crate::bench::run(&config);

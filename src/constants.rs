@@ -63,6 +63,10 @@ pub const INLINE_COMMIT_IDLE_US: u64 = 50;
 /// this is a CPU burnt for nothing that a sleep would not also catch.
 pub const SPIN_US_MAX: u64 = 10_000;
 
+/// The most `bench --cpu-dma-latency` takes, in µs: above this a limit
+/// no longer keeps any idle state out, so it would only look like one.
+pub const CPU_DMA_LATENCY_US_MAX: u32 = 10_000;
+
 /// A spinning core yields its CPU this often, so that an io-wq worker woken
 /// on the same CPU (a WAL write or fdatasync completing) runs within this
 /// long instead of after the spinner's time slice.

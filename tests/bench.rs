@@ -296,6 +296,57 @@ fn a_short_real_run_writes_every_output() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
 
+/// `--cpu-dma-latency 0` holds the limit for the run, and the report says
+/// so in its config and its environment; the kernel drops the limit when
+/// the process ends. Without the right to write the device, the run fails
+/// with exit 1 and names it.
+#[test]
+fn cpu_dma_latency_is_held_for_the_run_and_reported() {
+    const DEVICE: &str = "/dev/cpu_dma_latency";
+    let limit_now = || {
+        std::fs::read(DEVICE)
+            .ok()
+            .map(|b| i32::from_ne_bytes(b[..4].try_into().unwrap()))
+    };
+    let before = limit_now();
+    let out = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "bench",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--probe-rounds",
+        "1",
+        "--durability",
+        "none",
+        "--cpu-dma-latency",
+        "0",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let writable = std::fs::OpenOptions::new().write(true).open(DEVICE).is_ok();
+    if !writable {
+        eprintln!("{DEVICE} is not writable here: checking the refusal only");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(DEVICE), "{}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("cpu_dma_latency 0 µs"),
+        "{}",
+        stdout(&o)
+    );
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["config"]["cpu_dma_latency_us"], 0);
+    assert_eq!(summary["environment"]["cpu_dma_latency_us"], 0);
+    // Nobody else held a limit before, so nobody holds one now.
+    if before == Some(2_000_000_000) {
+        assert_eq!(limit_now(), before, "the limit outlived the run");
+    }
+}
+
 /// p99 of append → acked from a run's summary.json.
 fn acked_p99_ns(out: &Path) -> u64 {
     read_json(&out.join("summary.json"))["stages"]["append_to_acked"]["p99_ns"]
@@ -378,6 +429,7 @@ fn bad_bench_flags_exit_2_with_the_reason() {
         (&["--cores", "0"][..], "--cores"),
         (&["--probe-burst", "0"][..], "--probe-burst"),
         (&["--spin-us", "10001"][..], "--spin-us"),
+        (&["--cpu-dma-latency", "10001"][..], "--cpu-dma-latency"),
         (&["--peer", "nowhere.invalid:1"][..], "--peer"),
     ] {
         let o = run(&[&["bench"][..], args].concat());

@@ -17,7 +17,9 @@
 # append→acked is a round trip, append→remote durable is the one-way figure. Both are printed.
 # Every run is bounded. Env: LIMITS (path to limits.sh), DURATION (bench seconds, default 10),
 # SEND_MODE (default splice), FIO_RUNTIME (default 10), SPIN_US (also run both modes with
-# --spin-us SPIN_US, and print their rows and verdicts beside the default's).
+# --spin-us SPIN_US, and print their rows and verdicts beside the default's), CPU_DMA_LATENCY
+# (hold /dev/cpu_dma_latency at this many µs for the whole script, the peers and fio included,
+# as cyclictest does; needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${1:-/tmp/ringship-vs-peers}
@@ -27,6 +29,20 @@ SEND_MODE=${SEND_MODE:-splice}
 FIO_RUNTIME=${FIO_RUNTIME:-10}
 SPIN_US=${SPIN_US:-}
 [[ -z "$SPIN_US" || "$SPIN_US" =~ ^[0-9]+$ ]] || { echo "SPIN_US must be a number of µs" >&2; exit 2; }
+CPU_DMA_LATENCY=${CPU_DMA_LATENCY:-}
+if [ -n "$CPU_DMA_LATENCY" ]; then
+  [[ "$CPU_DMA_LATENCY" =~ ^[0-9]+$ ]] || { echo "CPU_DMA_LATENCY must be a number of µs" >&2; exit 2; }
+  # The kernel keeps the limit while the file is open: one holder for every run below.
+  python3 -c 'import os, struct, sys, time
+fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+os.write(fd, struct.pack("i", int(sys.argv[1])))
+time.sleep(86400)' "$CPU_DMA_LATENCY" &
+  HOLDER=$!
+  trap 'kill $HOLDER 2>/dev/null || true' EXIT
+  sleep 0.5
+  kill -0 "$HOLDER" 2>/dev/null || { echo "cannot hold /dev/cpu_dma_latency (needs root)" >&2; exit 2; }
+  echo "[peers] holding /dev/cpu_dma_latency at $CPU_DMA_LATENCY µs for every run" >&2
+fi
 [ -x "$LIMITS" ] || { echo "peer harness not found at $LIMITS (set LIMITS=)" >&2; exit 2; }
 command -v socat >/dev/null || { echo "socat not found: run $LIMITS setup" >&2; exit 2; }
 command -v fio >/dev/null || { echo "fio not found: run $LIMITS setup" >&2; exit 2; }
@@ -91,6 +107,9 @@ for p in peers:
 print()
 ok = lambda b: "✔" if b else "✘"
 bound = 1.5 * 2 * fio_p99_ms
+held = rs["none"]["environment"].get("cpu_dma_latency_us")
+if held is not None:
+    print(f"\nEvery run above (ringship, the peers, fio) held /dev/cpu_dma_latency at {held} µs.")
 for suffix in ([""] + (["-spin"] if spin_us else [])):
     label = f" with --spin-us {spin_us}" if suffix else ""
     print(f"\nringship{label}:")

@@ -73,6 +73,8 @@ pub struct BenchConfig {
     /// How long every core (shipper and in-process receiver) busy-polls its
     /// ring before sleeping.
     pub spin: Duration,
+    /// Hold /dev/cpu_dma_latency at this many µs for the run.
+    pub cpu_dma_latency_us: Option<u32>,
     /// Show a progress bar (stderr is a terminal).
     pub progress: bool,
 }
@@ -220,6 +222,17 @@ fn peak_rss_bytes() -> Option<u64> {
 
 /// Runs the bench: receiver, cores, load, drain, probe, shutdown.
 pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
+    // Held until the run (and its report) is done.
+    let _wake_limit = config
+        .cpu_dma_latency_us
+        .map(crate::io::CpuDmaLatency::hold)
+        .transpose()
+        .map_err(|e| {
+            BenchError(format!(
+                "--cpu-dma-latency: cannot hold {}: {e} (it takes root)",
+                crate::io::CPU_DMA_LATENCY_PATH
+            ))
+        })?;
     let (user_before, sys_before, _) = rusage();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let window = Arc::new(Window::default());

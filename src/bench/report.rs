@@ -93,6 +93,9 @@ pub struct Settings {
     /// it compare with those written before the flag existed.
     #[serde(skip_serializing_if = "is_zero")]
     pub spin_ns: u64,
+    /// `--cpu-dma-latency`, when set (left out otherwise, as `spin_ns`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_dma_latency_us: Option<u32>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -108,6 +111,9 @@ pub struct Environment {
     pub wal_io: &'static str,
     pub cpus: usize,
     pub peer: Option<String>,
+    /// The CPU wake-up latency limit in force during the run, whoever held
+    /// it (`null`: none, or not readable without root).
+    pub cpu_dma_latency_us: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -247,6 +253,7 @@ pub(crate) fn build(
             probe_burst_records: config.probe_burst,
             probe_silence_ns: config.probe_silence.as_nanos() as u64,
             spin_ns: config.spin.as_nanos() as u64,
+            cpu_dma_latency_us: config.cpu_dma_latency_us,
         },
         environment: Environment {
             kernel: kernel_release(),
@@ -261,6 +268,7 @@ pub(crate) fn build(
             },
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             peer: config.peer.map(|p| p.to_string()),
+            cpu_dma_latency_us: crate::io::cpu_dma_latency_us(),
         },
         results: Results {
             offered_records: driven.load_records,
@@ -312,11 +320,14 @@ pub fn print_table(r: &BenchReport) {
         c.send_mode,
         r.environment.peer.as_deref().unwrap_or("in-process")
     );
-    let spin = if c.spin_ns == 0 {
+    let mut spin = if c.spin_ns == 0 {
         String::new()
     } else {
         format!(" · spin {} µs", c.spin_ns / 1000)
     };
+    if let Some(us) = r.environment.cpu_dma_latency_us {
+        spin.push_str(&format!(" · cpu_dma_latency {us} µs"));
+    }
     println!(
         "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs{spin}",
         c.duration_ns as f64 / 1e9,

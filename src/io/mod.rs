@@ -893,6 +893,48 @@ pub fn allowed_cpu(index: usize) -> usize {
     allowed[index % allowed.len()]
 }
 
+/// The kernel's limit on how long a CPU may take to wake from idle (PM QoS).
+pub const CPU_DMA_LATENCY_PATH: &str = "/dev/cpu_dma_latency";
+
+/// What /dev/cpu_dma_latency reads while nobody holds a limit.
+const CPU_DMA_LATENCY_NONE: i32 = 2_000_000_000;
+
+/// A limit on CPU wake-up latency, in force while this lives: with 0, idle
+/// CPUs poll instead of halting, so a wake-up costs no idle-state exit (on
+/// a VM, no halted vCPU to bring back). It is system-wide and costs power
+/// and, on a VM, host CPU, which is why nothing holds it unless asked
+/// (`bench --cpu-dma-latency`). The kernel drops the request when the file
+/// closes, so it ends with the process even on SIGKILL.
+pub struct CpuDmaLatency {
+    _file: std::fs::File,
+}
+
+impl CpuDmaLatency {
+    pub fn hold(us: u32) -> io::Result<CpuDmaLatency> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(CPU_DMA_LATENCY_PATH)?;
+        let us = i32::try_from(us).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        file.write_all(&us.to_ne_bytes())?;
+        Ok(CpuDmaLatency { _file: file })
+    }
+}
+
+/// The wake-up latency limit in force on this machine, in µs: `None` when
+/// there is none, or when the device cannot be read (it needs root).
+pub fn cpu_dma_latency_us() -> Option<u32> {
+    use std::io::Read;
+    let mut value = [0u8; 4];
+    std::fs::File::open(CPU_DMA_LATENCY_PATH)
+        .and_then(|mut f| f.read_exact(&mut value))
+        .ok()?;
+    match i32::from_ne_bytes(value) {
+        CPU_DMA_LATENCY_NONE => None,
+        us => u32::try_from(us).ok(),
+    }
+}
+
 /// Pins the calling thread to core index `index` (see [`allowed_cpu`]).
 pub fn pin_current_thread(index: usize) -> io::Result<()> {
     let mut set = nix::sched::CpuSet::new();
