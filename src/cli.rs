@@ -331,7 +331,8 @@ struct BenchArgs {
     spin_us: u64,
     /// Hold /dev/cpu_dma_latency at US for the run (needs root), as
     /// cyclictest does: idle CPUs then poll instead of entering idle states
-    /// that are slow to leave. System-wide, so everything else on the
+    /// that are slow to leave. 0 is the value that matters (a haltpoll VM
+    /// guest honours nothing else). System-wide, so everything else on the
     /// machine gets it too; the report records it, and the limit in force
     /// whoever held it. Up to 10000.
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=crate::constants::CPU_DMA_LATENCY_US_MAX as i64))]

@@ -68,7 +68,19 @@ pub struct Row {
 pub struct Comparison {
     pub rows: Vec<Row>,
     pub forced_differences: Vec<String>,
+    /// Fields of `environment` that differ: not a refusal (machines and
+    /// kernels change under a CI gate), but worth saying next to a verdict.
+    pub environment_differences: Vec<String>,
 }
+
+/// The `environment` fields that move latency, so a difference is shown.
+const ENVIRONMENT_FIELDS_SHOWN: [&str; 5] = [
+    "kernel",
+    "ring_flags",
+    "wal_io",
+    "cpus",
+    "cpu_dma_latency_us",
+];
 
 impl Comparison {
     pub fn regressed(&self) -> bool {
@@ -231,6 +243,23 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
             forced_differences.push(line);
         }
     }
+    let mut environment_differences = Vec::new();
+    for (path, report) in base.iter().chain(&current).skip(1) {
+        for key in ENVIRONMENT_FIELDS_SHOWN {
+            let field = |r: &Value| r.get("environment").and_then(|e| e.get(key)).cloned();
+            let (a, b) = (field(first), field(report));
+            if a != b {
+                let show = |v: Option<Value>| v.map_or("(missing)".to_string(), |v| v.to_string());
+                environment_differences.push(format!(
+                    "environment.{key} differs: {} in {} but {} in {}",
+                    show(a),
+                    first_path.display(),
+                    show(b),
+                    path.display()
+                ));
+            }
+        }
+    }
 
     let figure = |path: &Path, report: &Value, stage: &str, field: &str| {
         let stage_value = report
@@ -289,6 +318,7 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
     Ok(Comparison {
         rows,
         forced_differences,
+        environment_differences,
     })
 }
 
@@ -296,6 +326,9 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
 pub fn print(config: &CompareConfig, c: &Comparison) {
     for d in &c.forced_differences {
         println!("warning (--force): {d}");
+    }
+    for d in &c.environment_differences {
+        println!("note: {d}");
     }
     println!(
         "compare: median of {} base and {} current run{} · a regression is a rise of more than {}%",

@@ -481,6 +481,18 @@ fn compare_exit_codes() {
     let (c, out, _) = code(&[&base, "--", &same]);
     assert_eq!(c, Some(0), "{out}");
     assert!(out.contains("no regression"));
+    assert!(!out.contains("environment."), "{out}");
+
+    // An environment that differs is named, but does not refuse.
+    let mut held = report(100_000, "fsync");
+    held["environment"] = serde_json::json!({ "cpu_dma_latency_us": 0 });
+    let held = write(d, "held.json", &held);
+    let (c, out, _) = code(&[&base, "--", &held]);
+    assert_eq!(c, Some(0), "{out}");
+    assert!(
+        out.contains("environment.cpu_dma_latency_us differs: (missing)"),
+        "{out}"
+    );
 
     let (c, out, _) = code(&[&base, "--", &slower]);
     assert_eq!(c, Some(1), "{out}");

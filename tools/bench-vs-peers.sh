@@ -30,25 +30,29 @@ FIO_RUNTIME=${FIO_RUNTIME:-10}
 SPIN_US=${SPIN_US:-}
 [[ -z "$SPIN_US" || "$SPIN_US" =~ ^[0-9]+$ ]] || { echo "SPIN_US must be a number of µs" >&2; exit 2; }
 CPU_DMA_LATENCY=${CPU_DMA_LATENCY:-}
-if [ -n "$CPU_DMA_LATENCY" ]; then
-  [[ "$CPU_DMA_LATENCY" =~ ^[0-9]+$ ]] || { echo "CPU_DMA_LATENCY must be a number of µs" >&2; exit 2; }
-  # The kernel keeps the limit while the file is open: one holder for every run below.
-  python3 -c 'import os, struct, sys, time
-fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
-os.write(fd, struct.pack("i", int(sys.argv[1])))
-time.sleep(86400)' "$CPU_DMA_LATENCY" &
-  HOLDER=$!
-  trap 'kill $HOLDER 2>/dev/null || true' EXIT
-  sleep 0.5
-  kill -0 "$HOLDER" 2>/dev/null || { echo "cannot hold /dev/cpu_dma_latency (needs root)" >&2; exit 2; }
-  echo "[peers] holding /dev/cpu_dma_latency at $CPU_DMA_LATENCY µs for every run" >&2
-fi
+[[ -z "$CPU_DMA_LATENCY" || "$CPU_DMA_LATENCY" =~ ^[0-9]+$ ]] || { echo "CPU_DMA_LATENCY must be a number of µs" >&2; exit 2; }
 [ -x "$LIMITS" ] || { echo "peer harness not found at $LIMITS (set LIMITS=)" >&2; exit 2; }
 command -v socat >/dev/null || { echo "socat not found: run $LIMITS setup" >&2; exit 2; }
 command -v fio >/dev/null || { echo "fio not found: run $LIMITS setup" >&2; exit 2; }
 rm -rf "$S"; mkdir -p "$S"
 cargo build --release -q
 BIN=target/release/ringship
+
+if [ -n "$CPU_DMA_LATENCY" ]; then
+  # The kernel keeps the limit while the file is open: one holder for every run below. It
+  # ends with this script: on exit by the trap, and on SIGKILL by noticing it has a new parent.
+  python3 -c 'import os, struct, sys, time
+parent = os.getppid()
+fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+os.write(fd, struct.pack("i", int(sys.argv[1])))
+while os.getppid() == parent:
+    time.sleep(1)' "$CPU_DMA_LATENCY" &
+  HOLDER=$!
+  trap 'kill $HOLDER 2>/dev/null || true' EXIT
+  sleep 0.5
+  kill -0 "$HOLDER" 2>/dev/null || { echo "cannot hold /dev/cpu_dma_latency (needs root)" >&2; exit 2; }
+  echo "[peers] holding /dev/cpu_dma_latency at $CPU_DMA_LATENCY µs for every run" >&2
+fi
 
 runs="none fsync"
 [ -n "$SPIN_US" ] && runs="$runs none-spin fsync-spin"
@@ -109,7 +113,7 @@ ok = lambda b: "✔" if b else "✘"
 bound = 1.5 * 2 * fio_p99_ms
 held = rs["none"]["environment"].get("cpu_dma_latency_us")
 if held is not None:
-    print(f"\nEvery run above (ringship, the peers, fio) held /dev/cpu_dma_latency at {held} µs.")
+    print(f"\nA /dev/cpu_dma_latency limit of {held} µs was in force for the ringship runs (CPU_DMA_LATENCY holds it for the peers and fio too).")
 for suffix in ([""] + (["-spin"] if spin_us else [])):
     label = f" with --spin-us {spin_us}" if suffix else ""
     print(f"\nringship{label}:")

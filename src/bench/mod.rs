@@ -228,8 +228,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
         .map(crate::io::CpuDmaLatency::hold)
         .transpose()
         .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (it takes root)"
+            } else {
+                ""
+            };
             BenchError(format!(
-                "--cpu-dma-latency: cannot hold {}: {e} (it takes root)",
+                "--cpu-dma-latency: cannot hold {}: {e}{hint}",
                 crate::io::CPU_DMA_LATENCY_PATH
             ))
         })?;
