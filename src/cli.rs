@@ -705,7 +705,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
             .map(|s| LatencySummary::of(s.append_to_acked_ns.total())),
     };
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string(&summary).expect("summary serialises")
         );
@@ -724,7 +724,7 @@ fn print_ship_summary(s: &ShipSummary) {
         Some(first) => format!("seq {first}..{}", s.last_durable_seq),
         None => "nothing new".into(),
     };
-    println!(
+    crate::outln!(
         "shipped {} records ({} payload bytes) to shard {} in {}: {seqs}; last durable seq {}",
         s.records,
         s.payload_bytes,
@@ -732,14 +732,18 @@ fn print_ship_summary(s: &ShipSummary) {
         s.dir.display(),
         s.last_durable_seq
     );
-    println!(
+    crate::outln!(
         "  durability {} · ring {} · kernel {} · {} commits · {} segments created",
-        s.durability, s.ring_flags, s.kernel, s.commits, s.segments_created
+        s.durability,
+        s.ring_flags,
+        s.kernel,
+        s.commits,
+        s.segments_created
     );
-    println!("  commit latency     {}", s.commit_latency.human());
-    println!("  append → durable   {}", s.append_to_durable.human());
+    crate::outln!("  commit latency     {}", s.commit_latency.human());
+    crate::outln!("  append → durable   {}", s.append_to_durable.human());
     if let (Some(peer), Some(acked)) = (&s.peer, s.acked_seq) {
-        println!(
+        crate::outln!(
             "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent \
              ({} spliced, {} sent zero-copy ({} from O_DIRECT commit buffers) of which the \
              kernel copied {}, {} copied), {} connects",
@@ -755,13 +759,13 @@ fn print_ship_summary(s: &ShipSummary) {
         );
     }
     if let Some(acked) = &s.append_to_acked {
-        println!("  append → acked     {}", acked.human());
+        crate::outln!("  append → acked     {}", acked.human());
     }
     if s.recovered_records > 0 || s.recovered_torn_tail.is_some() {
-        println!("  recovered {} records at start", s.recovered_records);
+        crate::outln!("  recovered {} records at start", s.recovered_records);
     }
     if let Some(torn) = &s.recovered_torn_tail {
-        println!("  torn tail cut: {torn}");
+        crate::outln!("  torn tail cut: {torn}");
     }
 }
 
@@ -806,7 +810,7 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
     )
     .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
     let local = receiver.local_addr().map_err(Failure::operating)?;
-    println!(
+    crate::outln!(
         "listening on {local} · dir {} · durability {}",
         args.dir.display(),
         args.durability
@@ -820,9 +824,12 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
         stopper.stop();
     });
     let totals = receiver.run().map_err(Failure::operating)?;
-    println!(
+    crate::outln!(
         "received {} records ({} payload bytes) over {} connections ({} refused)",
-        totals.records, totals.payload_bytes, totals.connections, totals.refused
+        totals.records,
+        totals.payload_bytes,
+        totals.connections,
+        totals.refused
     );
     Ok(EXIT_OK)
 }
@@ -939,17 +946,17 @@ fn verify(args: VerifyArgs) -> Result<i32, Failure> {
         match recovery::scan_shard(&shard_dir(&args.dir, shard), shard, |_| Ok(())) {
             Ok(scan) => print_verify(&scan),
             Err(e) => {
-                println!("shard {shard}: CORRUPT");
+                crate::outln!("shard {shard}: CORRUPT");
                 eprintln!("ringship: error: shard {shard}: {e}");
                 corrupt += 1;
             }
         }
     }
     if corrupt > 0 {
-        println!("verify: {corrupt} shard(s) corrupt");
+        crate::outln!("verify: {corrupt} shard(s) corrupt");
         return Ok(EXIT_FAILURE);
     }
-    println!("verify: ok");
+    crate::outln!("verify: ok");
     Ok(EXIT_OK)
 }
 
@@ -958,7 +965,7 @@ fn print_verify(scan: &ShardScan) {
         (Some(first), Some(last)) => format!("seq {first}..{last}"),
         _ => "no records".into(),
     };
-    println!(
+    crate::outln!(
         "shard {}: {} segments, {} records, {seqs}",
         scan.shard,
         scan.segments.len(),
@@ -974,14 +981,14 @@ fn print_verify(scan: &ShardScan) {
             Some(last) => format!("seq {}..{last}", seg.first_seq),
             None => "empty".into(),
         };
-        println!(
+        crate::outln!(
             "  {name}  {} records  {seqs}  {} data bytes",
             seg.records,
             seg.data_end_bytes - crate::constants::SEGMENT_HEADER_BYTES as u64
         );
     }
     if let Some(torn) = &scan.torn {
-        println!(
+        crate::outln!(
             "  torn tail: {} at byte {}: {}; {} bytes will be cut when the WAL next opens",
             torn.segment.display(),
             torn.offset_bytes,
@@ -990,7 +997,7 @@ fn print_verify(scan: &ShardScan) {
         );
     }
     for tmp in &scan.tmp_files {
-        println!(
+        crate::outln!(
             "  leftover of an interrupted segment creation: {} (removed when the WAL next opens)",
             tmp.display()
         );
@@ -1108,14 +1115,14 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string(&summary).expect("summary serialises")
         );
         return Ok(EXIT_OK);
     }
     let s = &summary;
-    println!(
+    crate::outln!(
         "wal-bench: {} B records · durability {} · ring {} · kernel {} · segment {} MiB · commit ≤ {} MiB · {} chains",
         s.record_payload_bytes,
         s.durability,
@@ -1125,7 +1132,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         s.commit_bytes_max >> 20,
         s.commit_chains_max
     );
-    println!(
+    crate::outln!(
         "  {} records in {:.2} s: {:.0} records/s · {:.1} MB/s payload · {:.1} MB/s WAL",
         s.records,
         secs,
@@ -1133,14 +1140,17 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         s.payload_bytes_per_s / 1e6,
         s.wal_bytes_per_s / 1e6
     );
-    println!(
+    crate::outln!(
         "  {} commits · {:.0} records/commit · {} segments · {} short writes",
-        s.commits, s.records_per_commit, s.segments_created, s.short_writes
+        s.commits,
+        s.records_per_commit,
+        s.segments_created,
+        s.short_writes
     );
-    println!("  commit latency     {}", s.commit_latency.human());
-    println!("  append → durable   {}", s.append_to_durable.human());
+    crate::outln!("  commit latency     {}", s.commit_latency.human());
+    crate::outln!("  append → durable   {}", s.append_to_durable.human());
     if args.keep || args.dir.is_some() {
-        println!("  WAL kept in {}", dir.display());
+        crate::outln!("  WAL kept in {}", dir.display());
     }
     Ok(EXIT_OK)
 }
@@ -1277,17 +1287,17 @@ fn bench(args: BenchArgs) -> Result<i32, Failure> {
     if let Some(out) = &args.out {
         let written = crate::bench::output::write_all(out, &run)
             .map_err(|e| Failure::operating(format!("writing to {}: {e}", out.display())))?;
-        println!();
-        println!("  wrote {}", out.display());
+        crate::outln!();
+        crate::outln!("  wrote {}", out.display());
         for path in written {
-            println!(
+            crate::outln!(
                 "    {}",
                 path.file_name().unwrap_or_default().to_string_lossy()
             );
         }
     }
     if args.keep || args.dir.is_some() {
-        println!("  WALs kept in {}", dir.display());
+        crate::outln!("  WALs kept in {}", dir.display());
     }
     Ok(EXIT_OK)
 }

@@ -325,21 +325,25 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
 /// The table `compare` prints.
 pub fn print(config: &CompareConfig, c: &Comparison) {
     for d in &c.forced_differences {
-        println!("warning (--force): {d}");
+        crate::outln!("warning (--force): {d}");
     }
     for d in &c.environment_differences {
-        println!("note: {d}");
+        crate::outln!("note: {d}");
     }
-    println!(
+    crate::outln!(
         "compare: median of {} base and {} current run{} · a regression is a rise of more than {}%",
         config.base.len(),
         config.current.len(),
         if config.current.len() == 1 { "" } else { "s" },
         config.max_regression_pct
     );
-    println!(
+    crate::outln!(
         "  {:<26} {:>6} {:>10} {:>10} {:>9}  verdict",
-        "stage", "p", "base", "current", "change"
+        "stage",
+        "p",
+        "base",
+        "current",
+        "change"
     );
     for r in &c.rows {
         let verdict = if r.regressed {
@@ -349,7 +353,7 @@ pub fn print(config: &CompareConfig, c: &Comparison) {
         } else {
             "ok"
         };
-        println!(
+        crate::outln!(
             "  {:<26} {:>6} {:>10} {:>10} {:>+8.1}%  {verdict}",
             r.stage,
             r.percentile,
@@ -365,9 +369,9 @@ pub fn print(config: &CompareConfig, c: &Comparison) {
         .map(|r| format!("{} p{} {:+.1}%", r.stage, r.percentile, r.change_pct))
         .collect();
     if regressed.is_empty() {
-        println!("no regression");
+        crate::outln!("no regression");
     } else {
-        println!("REGRESSION: {}", regressed.join(", "));
+        crate::outln!("REGRESSION: {}", regressed.join(", "));
     }
 }
 

@@ -65,6 +65,42 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Writes one line of a report to stdout, like `println!`, except that a
+/// reader that went away (`ringship verify | head`) or a failing stdout
+/// never panics: the rest of the report is dropped, a failure other than a
+/// closed pipe is said once on stderr, and the command still ends with the
+/// exit code its work earned. (`println!` panics, exit 101.) Used through
+/// [`outln!`](crate::outln).
+pub fn out_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DROPPED: AtomicBool = AtomicBool::new(false);
+    if DROPPED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    // Stdout is line-buffered, so the newline flushes and a failure shows
+    // here, on the line that hit it.
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        DROPPED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("ringship: writing the report to stdout: {e}; the rest of it is dropped");
+        }
+    }
+}
+
+/// `println!` for reports, through [`out_line`]: a closed or failing
+/// stdout never panics.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::report::out_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::report::out_line(format_args!($($arg)*))
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

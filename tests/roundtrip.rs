@@ -217,3 +217,53 @@ fn paced_and_burst_lines_in_durability_none_round_trip() {
     assert!(json["inline_commits"].as_u64().unwrap() >= 25, "{json}");
     assert!(dump_lines(&wal) == (1..=100_000).map(line).collect::<Vec<_>>());
 }
+
+/// A reader that goes away (`ringship verify | head -0`) costs the rest of
+/// the report, not a panic: `ship` and `verify` keep the exit code their
+/// work earned, and say nothing about the closed pipe.
+#[test]
+fn a_closed_stdout_drops_the_report_and_keeps_the_exit_code() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().to_str().unwrap();
+    let closed_stdout = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new(common::bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the child writes its first line.
+        drop(child.stdout.take());
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        let o = child.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = closed_stdout(
+        &[
+            "ship",
+            "--dir",
+            wal,
+            "--durability",
+            "none",
+            "--report-durable",
+        ],
+        b"one\ntwo\nthree\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, err) = closed_stdout(&["verify", "--dir", wal], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked") && err.is_empty(), "{err}");
+    // Nothing was lost for it.
+    assert_eq!(
+        dump_lines(dir.path()),
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}

@@ -311,7 +311,7 @@ pub fn print_table(r: &BenchReport) {
         Some(rate) => format!("{rate:.0} records/s offered (open loop, CO-corrected)"),
         None => "max rate (closed loop, NOT CO-corrected)".to_string(),
     };
-    println!(
+    crate::outln!(
         "ringship bench · {rate} · {} B records · {} core{} · durability {} · send {} · receiver {}",
         c.record_payload_bytes,
         c.cores,
@@ -328,7 +328,7 @@ pub fn print_table(r: &BenchReport) {
     if let Some(us) = r.environment.cpu_dma_latency_us {
         spin.push_str(&format!(" · cpu_dma_latency {us} µs"));
     }
-    println!(
+    crate::outln!(
         "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs{spin}",
         c.duration_ns as f64 / 1e9,
         c.warmup_ns as f64 / 1e9,
@@ -337,17 +337,24 @@ pub fn print_table(r: &BenchReport) {
         r.environment.wal_io,
         r.environment.cpus
     );
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "stage", "p50", "p90", "p99", "p99.9", "p99.99", "max", "count"
+        "stage",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "count"
     );
     let row = |label: &str, s: &LatencySummary| {
         if s.count == 0 {
-            println!("  {label:<26} {:>9}", "no samples");
+            crate::outln!("  {label:<26} {:>9}", "no samples");
             return;
         }
-        println!(
+        crate::outln!(
             "  {label:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             human_ns(s.p50_ns),
             human_ns(s.p90_ns),
@@ -373,9 +380,9 @@ pub fn print_table(r: &BenchReport) {
         &format!("idle tail ({} rounds)", t.latency.count),
         &t.latency,
     );
-    println!();
+    crate::outln!();
     let res = &r.results;
-    println!(
+    crate::outln!(
         "  {:.0} records/s · {:.2} MB/s payload · CPU {:.2} s (user {:.2} + sys {:.2}) · max RSS {:.1} MB · drain {}",
         res.records_per_s,
         res.payload_bytes_per_s / 1e6,
@@ -386,7 +393,7 @@ pub fn print_table(r: &BenchReport) {
         human_ns(res.drain_ns)
     );
     if t.latency.count > 0 {
-        println!(
+        crate::outln!(
             "  idle tail: each round is {} ms of silence then {} records; p99 {} vs steady-state p99 {}",
             t.silence_ns / 1_000_000,
             t.burst_records,
@@ -395,11 +402,13 @@ pub fn print_table(r: &BenchReport) {
         );
     }
     if r.stages.contains_key("append_to_remote_durable") {
-        println!("  * measured across the shipper's and the receiver's clocks (one process here)");
+        crate::outln!(
+            "  * measured across the shipper's and the receiver's clocks (one process here)"
+        );
     }
     for note in &r.notes {
         if note.contains("NOT corrected") {
-            println!("  note: {note}");
+            crate::outln!("  note: {note}");
         }
     }
 }
