@@ -413,7 +413,7 @@ fn hoist_compare_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
             {
                 head.push(value.clone());
             }
-        } else if FLAGS.contains(&text) {
+        } else if FLAGS.contains(&name) {
             head.push(arg.clone());
         } else {
             files.push(arg.clone());

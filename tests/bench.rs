@@ -503,6 +503,11 @@ fn compare_exit_codes() {
     // Tracking only p50 ignores the p99.
     let (c, _, _) = code(&[&base, "--", &slower, "--percentiles", "50"]);
     assert_eq!(c, Some(0));
+    // A flag given a value after the `--` is a usage error naming the
+    // flag, not a file that cannot be read.
+    let (c, _, err) = code(&[&base, "--", &other, "--force=true"]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("'--force'"), "{err}");
 
     // Medians: two of three current runs are fine.
     let (c, out, _) = code(&[&base, "--", &slower, &same, &same]);
