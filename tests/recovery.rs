@@ -399,3 +399,110 @@ fn damage_deeper_than_the_in_flight_window_is_refused() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+/// Runs a command, true if it exited 0.
+fn sh(cmd: &str, args: &[&str]) -> bool {
+    std::process::Command::new(cmd)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Unmounts on drop, so a failed assertion does not leave a mount behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = sh("umount", &[self.0.to_str().unwrap()]);
+    }
+}
+
+/// After a failed fdatasync, Linux keeps the pages that never reached the
+/// disk cached and clean, so a restart reading through the cache would
+/// trust records the disk lost. There is no failing disk here, so this
+/// makes the same state: a WAL on an ext4 loop mount, fully synced and
+/// cached, whose records are then zeroed in the backing image underneath
+/// the filesystem. Recovery must read the disk's zeros (a torn tail at the
+/// first record), not the cache's records.
+#[test]
+fn records_only_the_page_cache_holds_are_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("ext4.img");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // Room for one 64 MiB segment.
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(160 << 20)
+        .unwrap();
+    let (img, m) = (image.to_str().unwrap(), mnt.to_str().unwrap());
+    if !sh("mkfs.ext4", &["-q", "-F", img]) || !sh("mount", &["-o", "loop", img, m]) {
+        eprintln!(
+            "records_only_the_page_cache_holds: SKIPPED: no mkfs.ext4 or loop mount here (needs root)"
+        );
+        return;
+    }
+    let _mounted = Mount(mnt.clone());
+    let wal = mnt.join("wal");
+    let segment = wal_with_n(&wal);
+
+    // Where the segment's first extent lies in the image (filefrag counts
+    // in 4 KiB blocks of the loop device, which are the image's).
+    let out = std::process::Command::new("filefrag")
+        .args(["-v", "-b4096", segment.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first_extent = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("0:"))
+        .unwrap_or_else(|| panic!("no first extent in filefrag's output:\n{text}"));
+    // "   0:        0..    16383:      34816..     51199:  16384: ..."
+    let physical_block: u64 = first_extent
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .split("..")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Zero the first 4 KiB of records on the "disk", under the
+    // filesystem's cache: record 1 then starts with a zero header. The
+    // extent must cover that block, or the offset is wrong.
+    let extent_blocks: u64 = first_extent
+        .split(':')
+        .nth(3)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        extent_blocks * 4096 >= SEGMENT_HEADER_BYTES as u64 + 4096,
+        "{first_extent}"
+    );
+    let backing = OpenOptions::new().write(true).open(&image).unwrap();
+    let at = physical_block * 4096 + SEGMENT_HEADER_BYTES as u64;
+    backing.write_all_at(&[0u8; 4096], at).unwrap();
+    backing.sync_all().unwrap();
+
+    // Through the cache the records are still all there...
+    let cached = std::fs::read(&segment).unwrap();
+    assert_ne!(
+        &cached[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 64],
+        &[0u8; 64][..],
+        "the cache was dropped before the test could check anything"
+    );
+    // ...but recovery reads the disk: nothing valid after the header.
+    let s = scan(&wal).unwrap();
+    assert_eq!(
+        s.records, 0,
+        "recovery trusted records only the page cache held"
+    );
+    assert!(s.torn.is_some());
+    assert!(dump_lines(&wal).is_empty());
+}
