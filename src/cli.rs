@@ -450,6 +450,10 @@ pub fn main() -> i32 {
         Command::WalBench(args) => wal_bench(args),
     };
     match result {
+        // A report that could not be written (a full disk, not a closed
+        // pipe) fails a command that otherwise succeeded: its output is
+        // machine-read (`--json > r.json`).
+        Ok(EXIT_OK) if crate::report::stdout_failed() => EXIT_FAILURE,
         Ok(code) => code,
         Err(Failure { code, message }) => {
             eprintln!("ringship: error: {message}");
@@ -505,17 +509,13 @@ impl DurableListener for CliListener {
 
     fn on_durable(&mut self, durable_seq: u64) {
         if self.report_durable {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "durable {durable_seq}");
-            let _ = out.flush();
+            crate::outln!("durable {durable_seq}");
         }
     }
 
     fn on_acked(&mut self, acked_seq: u64) {
         if self.report_acked {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "acked {acked_seq}");
-            let _ = out.flush();
+            crate::outln!("acked {acked_seq}");
         }
     }
 }

@@ -65,12 +65,17 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Set once a report line could not be written for a reason other than a
+/// closed pipe.
+static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes one line of a report to stdout, like `println!`, except that a
 /// reader that went away (`ringship verify | head`) or a failing stdout
-/// never panics: the rest of the report is dropped, a failure other than a
-/// closed pipe is said once on stderr, and the command still ends with the
-/// exit code its work earned. (`println!` panics, exit 101.) Used through
-/// [`outln!`](crate::outln).
+/// never panics (`println!` does: exit 101). The rest of the report is
+/// dropped. A closed pipe is the reader's choice, so the command keeps the
+/// exit code its work earned; any other failure (a full disk under `--json
+/// > r.json`) is said once on stderr and turns success into exit 1, see
+/// [`stdout_failed`]. Used through [`outln!`](crate::outln).
 pub fn out_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,9 +89,15 @@ pub fn out_line(args: std::fmt::Arguments<'_>) {
     if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
         DROPPED.store(true, Ordering::Relaxed);
         if e.kind() != std::io::ErrorKind::BrokenPipe {
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
             eprintln!("ringship: writing the report to stdout: {e}; the rest of it is dropped");
         }
     }
+}
+
+/// True once [`out_line`] failed for a reason other than a closed pipe.
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `println!` for reports, through [`out_line`]: a closed or failing

@@ -220,7 +220,8 @@ fn paced_and_burst_lines_in_durability_none_round_trip() {
 
 /// A reader that goes away (`ringship verify | head -0`) costs the rest of
 /// the report, not a panic: `ship` and `verify` keep the exit code their
-/// work earned, and say nothing about the closed pipe.
+/// work earned, and say nothing about the closed pipe. A stdout that fails
+/// otherwise (`/dev/full`) is an error, exit 1.
 #[test]
 fn a_closed_stdout_drops_the_report_and_keeps_the_exit_code() {
     use std::process::{Command, Stdio};
@@ -261,6 +262,19 @@ fn a_closed_stdout_drops_the_report_and_keeps_the_exit_code() {
     let (code, err) = closed_stdout(&["verify", "--dir", wal], b"");
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("panicked") && err.is_empty(), "{err}");
+    // A stdout that fails otherwise (a full disk) is not the reader's
+    // choice: the report is dropped with one line on stderr, and the
+    // command fails, since its output may be what a script reads.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let o = Command::new(common::bin())
+            .args(["verify", "--dir", wal])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("writing the report to stdout"), "{err}");
+    }
     // Nothing was lost for it.
     assert_eq!(
         dump_lines(dir.path()),

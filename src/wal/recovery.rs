@@ -7,7 +7,7 @@
 //! | case | what recovery does |
 //! |---|---|
 //! | clean | nothing |
-//! | the last segment's cached pages hold records its disk lost (a failed fdatasync) | its clean cached pages are dropped first, so the scan sees the disk's bytes and, usually, a torn tail |
+//! | the last segment's cached pages hold records its disk lost (a failed fdatasync) | the writer drops its clean cached pages first ([`drop_cached_tail`]), so the scan sees the disk's bytes and, usually, a torn tail |
 //! | torn tail: a partial record, a bad crc on the last record, a zeroed preallocated tail, or — within [`RECOVERY_TORN_WINDOW_BYTES`] of the end of the last segment — unwritten space followed by never-synced records | report it; the writer truncates to the last valid record |
 //! | a corrupt record followed by valid ones (corrupt middle), damage deeper than that window, or any damage in a segment that is not the last | refuse, naming the segment and byte offset |
 //! | a gap in the segment sequence, or a seq that does not follow its predecessor | refuse |
@@ -210,9 +210,6 @@ pub fn scan_shard(
             });
         }
         let (file, len) = open_segment(&path)?;
-        if is_last {
-            read_from_the_disk(&file, &path);
-        }
         let mut header_block = vec![0u8; SEGMENT_HEADER_BYTES.min(len as usize)];
         file.read_exact_at(&mut header_block, 0)
             .map_err(io_error("read segment", &path))?;
@@ -290,18 +287,41 @@ impl Segment<'_> {
     }
 }
 
-/// Drops the segment's clean cached pages, so that the scan reads what the
-/// disk holds. After a failed fdatasync, Linux marks the pages that did not
-/// reach the disk clean and keeps them cached: a scan through the cache
-/// would then find records the disk lost, and report them durable (and
-/// ship them) after a restart. Dirty pages (`--durability none`, not yet
-/// written back) stay, as they must. Only the last segment can hold such
-/// pages: rotation waits until every commit of the old one is durable.
-/// Advice a filesystem refuses changes nothing else, so it is only logged.
-fn read_from_the_disk(file: &File, path: &Path) {
+/// Drops the clean cached pages of a shard's last segment, so that the
+/// writer's scan reads what the disk holds. After a failed fdatasync, Linux
+/// marks the pages that did not reach the disk clean and keeps them cached:
+/// a scan through the cache would find records the disk lost, and a
+/// restarted writer would report them durable (and ship them). Dirty pages
+/// (`--durability none`, not yet written back) stay, as they must.
+///
+/// - Only the last segment: rotation waits until every commit of the old
+///   one is durable, and a failed fdatasync stops the WAL. (A `--durability
+///   none` WAL whose background writeback failed can hold such pages in any
+///   segment; nothing here notices that.)
+/// - Only for the writer: `verify` and `dump` may run beside a live writer,
+///   whose cached tail they must not take away from under it.
+/// - Errors are left to the scan, and advice a filesystem refuses changes
+///   nothing else, so both are only logged.
+pub fn drop_cached_tail(shard_dir: &Path) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-    if let Err(e) = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED) {
-        tracing::debug!(path = %path.display(), "posix_fadvise(DONTNEED): {e}");
+    let Ok(entries) = std::fs::read_dir(shard_dir) else {
+        return;
+    };
+    let last = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let first_seq = parse_segment_file_name(e.file_name().to_str()?)?;
+            Some((first_seq, e.path()))
+        })
+        .max_by_key(|(first_seq, _)| *first_seq);
+    let Some((_, path)) = last else {
+        return;
+    };
+    let advised = File::open(&path).and_then(|file| {
+        posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(io::Error::from)
+    });
+    if let Err(e) = advised {
+        tracing::debug!(path = %path.display(), "dropping the cached tail: {e}");
     }
 }
 

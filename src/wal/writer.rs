@@ -290,6 +290,7 @@ impl WalWriter {
         if durability == Durability::Fsync {
             segment::sync_dir(dir)?;
         }
+        recovery::drop_cached_tail(&sdir);
         let scan = recovery::scan_shard(&sdir, shard, |_| Ok(()))?;
         recovery::repair(&scan)?;
 
