@@ -121,12 +121,25 @@ struct ShipArgs {
     /// Nothing unacknowledged is ever deleted.
     #[arg(long, value_name = "N")]
     retain_segments: Option<usize>,
+    #[command(flatten)]
+    spin: SpinArgs,
+}
+
+/// `--spin-us`, shared by `ship`, `receive` and `bench`.
+#[derive(clap::Args, Debug)]
+struct SpinArgs {
     /// Before a core sleeps, busy-poll its ring this many µs for a
     /// completion (0: sleep at once). Trades CPU for latency: on a VM, where
     /// every sleep and wake-up costs tens of µs, a short spin catches an ack
     /// or the next record without paying for either. Up to 10000.
     #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
     spin_us: u64,
+}
+
+impl SpinArgs {
+    fn budget(&self) -> Duration {
+        Duration::from_micros(self.spin_us)
+    }
 }
 
 /// Receive records from shippers: verify, persist, acknowledge.
@@ -159,12 +172,8 @@ struct ReceiveArgs {
     /// Allow a non-loopback --listen without authentication.
     #[arg(long)]
     insecure: bool,
-    /// Before a core sleeps, busy-poll its ring this many µs for a
-    /// completion (0: sleep at once). Trades CPU for latency: on a VM, where
-    /// every sleep and wake-up costs tens of µs, a short spin catches an ack
-    /// or the next record without paying for either. Up to 10000.
-    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
-    spin_us: u64,
+    #[command(flatten)]
+    spin: SpinArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -322,13 +331,10 @@ struct BenchArgs {
     /// Milliseconds of silence before each idle-tail burst.
     #[arg(long, default_value_t = 100)]
     probe_silence_ms: u64,
-    /// Before a core sleeps, busy-poll its ring this many µs for a
-    /// completion (0: sleep at once), on the shipper's cores and the
-    /// in-process receiver's. Trades CPU for latency: on a VM, where every
-    /// sleep and wake-up costs tens of µs, a short spin catches an ack or
-    /// the next record without paying for either. Up to 10000.
-    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
-    spin_us: u64,
+    /// (`--spin-us` applies to the shipper's cores and the in-process
+    /// receiver's.)
+    #[command(flatten)]
+    spin: SpinArgs,
     /// Hold /dev/cpu_dma_latency at US for the run (needs root), as
     /// cyclictest does: idle CPUs then poll instead of entering idle states
     /// that are slow to leave. 0 is the value that matters (a haltpoll VM
@@ -654,7 +660,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         ship,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
         latency_window: None,
-        spin: Duration::from_micros(args.spin_us),
+        spin: args.spin.budget(),
     };
     let (report, fed) =
         run_core_with(config, (args.report_durable, args.report_acked), |sender| {
@@ -805,7 +811,7 @@ fn receive(args: ReceiveArgs) -> Result<i32, Failure> {
             ),
             pin_first_cpu: Some(0),
             latency_window: None,
-            spin: Duration::from_micros(args.spin_us),
+            spin: args.spin.budget(),
         },
     )
     .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
@@ -1274,7 +1280,7 @@ fn bench(args: BenchArgs) -> Result<i32, Failure> {
         probe_rounds: args.probe_rounds,
         probe_burst: args.probe_burst,
         probe_silence: Duration::from_millis(args.probe_silence_ms),
-        spin: Duration::from_micros(args.spin_us),
+        spin: args.spin.budget(),
         cpu_dma_latency_us: args.cpu_dma_latency,
         progress: io::stderr().is_terminal(),
     };

@@ -369,8 +369,8 @@ fn run_loop(
             Some(at) => ring
                 .submit_and_wait_timeout(1, at.saturating_duration_since(Instant::now()))
                 .map_err(CoreError::Enter)?,
-            // A spin only ever ends early on a completion, so it can delay
-            // nothing; with a reconnect or an ack deadline due, sleep.
+            // With a reconnect or an ack deadline due, sleep at once: the
+            // timed wait above is what ends those.
             None if !spin.is_zero() && ring.submit_and_spin(spin).map_err(CoreError::Enter)? => {}
             None => ring.submit_and_wait(1).map_err(CoreError::Enter)?,
         }

@@ -320,16 +320,16 @@ pub fn print_table(r: &BenchReport) {
         c.send_mode,
         r.environment.peer.as_deref().unwrap_or("in-process")
     );
-    let mut spin = if c.spin_ns == 0 {
+    let mut extras = if c.spin_ns == 0 {
         String::new()
     } else {
         format!(" · spin {} µs", c.spin_ns / 1000)
     };
     if let Some(us) = r.environment.cpu_dma_latency_us {
-        spin.push_str(&format!(" · cpu_dma_latency {us} µs"));
+        extras.push_str(&format!(" · cpu_dma_latency {us} µs"));
     }
     crate::outln!(
-        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs{spin}",
+        "  {:.1} s measured after {:.1} s warmup · kernel {} · ring {} · wal io {} · {} CPUs{extras}",
         c.duration_ns as f64 / 1e9,
         c.warmup_ns as f64 / 1e9,
         r.environment.kernel,
