@@ -243,6 +243,12 @@ pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 /// splice costs two io-wq round trips, a copy of a few KiB costs less.
 pub const SPLICE_MIN_BYTES: u64 = 64 << 10;
 
+/// Splice units (one per loop turn at most) sent and not yet acknowledged,
+/// per shipper. Their seq ranges say which records take their latency from
+/// the durable feed; when this many are unacknowledged, the durable tail
+/// goes by copy until acks free one.
+pub const SPLICE_UNITS_INFLIGHT_MAX: usize = 4096;
+
 /// Latency histograms cover 1 ns .. 1 hour at 3 significant digits.
 pub const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
 
@@ -253,6 +259,20 @@ pub const LATENCY_INTERVALS_MAX: usize = 3_600;
 /// `bench --duration` plus `--warmup` at most, in seconds, so the interval
 /// log covers the whole run.
 pub const BENCH_SECONDS_MAX: f64 = 3_000.0;
+
+/// `bench`: records a load generator may have offered and not yet seen
+/// acknowledged. The WAL is the shipper's buffer and may run far ahead of
+/// the peer, but a benchmark that let it would report seconds of queueing
+/// in the WAL as latency and end with a drain as long; this window keeps
+/// the queue, and the drain, to what the pipeline ships in a moment. It is
+/// also the most records the splice shipper times from the durable feed
+/// ([`SEND_INFLIGHT_RECORDS_MAX`]), so every spliced record is timed.
+pub const BENCH_UNACKED_RECORDS_MAX: usize = SEND_INFLIGHT_RECORDS_MAX;
+
+/// `bench`: bytes (encoded records) a load generator may have offered and
+/// not yet seen acknowledged; see [`BENCH_UNACKED_RECORDS_MAX`]. 64 MiB is
+/// a fraction of a second of this machine's disk and several send windows.
+pub const BENCH_UNACKED_BYTES_MAX: u64 = 64 << 20;
 
 /// `bench --probe-rounds` at most.
 pub const PROBE_ROUNDS_MAX: u32 = 10_000;
@@ -279,6 +299,9 @@ const _: () = assert!((BENCH_SECONDS_MAX as usize) < LATENCY_INTERVALS_MAX);
 const _: () = assert!(SEND_CHUNK_BYTES >= RECORD_BYTES_MAX);
 const _: () = assert!(RECV_BUFFER_BYTES >= 2 * RECORD_BYTES_MAX);
 const _: () = assert!(SEND_INFLIGHT_BYTES_MAX >= SEND_CHUNK_BYTES as u64);
+// A bench window holds at least one record of any size.
+const _: () = assert!(BENCH_UNACKED_BYTES_MAX >= RECORD_BYTES_MAX as u64);
+const _: () = assert!(BENCH_UNACKED_RECORDS_MAX <= SEND_INFLIGHT_RECORDS_MAX);
 const _: () = assert!(RECONNECT_BACKOFF_MIN_MS <= RECONNECT_BACKOFF_MAX_MS);
 const _: () = assert!(PAGE_SIZE_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
 const _: () = assert!((RECOVERY_TORN_WINDOW_BYTES as u64) < SEGMENT_SIZE_BYTES);

@@ -49,7 +49,7 @@ use crate::constants::{
     CONNECT_TIMEOUT_MS, DIRECT_COMMIT_BUFFER_BYTES, DIRECT_COMMIT_BUFFERS_COUNT,
     HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS, RECORD_HEADER_BYTES,
     SEGMENT_HEADER_BYTES, SEND_CHUNK_BYTES, SEND_INFLIGHT_BYTES_MAX, SEND_INFLIGHT_RECORDS_MAX,
-    SEND_ZC_IN_FLIGHT_MAX, SPLICE_MIN_BYTES,
+    SEND_ZC_IN_FLIGHT_MAX, SPLICE_MIN_BYTES, SPLICE_UNITS_INFLIGHT_MAX,
 };
 use crate::frame;
 use crate::io::{Completion, Ring};
@@ -165,15 +165,20 @@ const ZC_WAL_FIRST_BUFFER: usize = 1;
 const GENERATION_SHIFT: u32 = 16;
 const ACK_RECV_BYTES: usize = ACK_BYTES * 64;
 
-/// A splice of `[start, end)` of the current segment in progress: one
-/// splice at a time, file → pipe, then pipe → socket until the pipe is
-/// empty, then the next pipe-full.
+/// A splice of `[start, end)` of the current segment in progress, a
+/// pipe-full at a time: file → pipe linked to pipe → socket in one
+/// submission, and after a short read into the pipe, pipe → socket until
+/// the pipe is empty.
 struct SpliceUnit {
     /// Offset of the next byte to move into the pipe.
     next_bytes: u64,
     end_bytes: u64,
     /// Bytes in the pipe not yet sent.
     in_pipe_bytes: usize,
+    /// Bytes the current pipe-full asked for.
+    pair_bytes: usize,
+    /// Splices of the unit in flight (two for a linked pair).
+    ops: usize,
 }
 
 /// The off-loop connect: a thread per attempt hands its result back through
@@ -268,6 +273,10 @@ pub struct Shipper {
     /// Splice mode: (seq, append_ts_ns) of records sent, from the WAL's
     /// durable feed, for append → acked.
     latency_pending: VecDeque<(u64, u64)>,
+    /// Splice mode: (first, last) seqs of each splice unit sent and not
+    /// acked, so that only spliced records take their latency from
+    /// `latency_pending` (records sent by copy carry theirs in `inflight`).
+    splice_ranges: VecDeque<(u64, u64)>,
     /// Splices of a dead connection whose completion is still due.
     stale_ops: usize,
     /// Zero-copy sends whose last completion (the notification) is still
@@ -323,6 +332,11 @@ impl Shipper {
             splice: None,
             latency_pending: VecDeque::with_capacity(if splice_mode {
                 SEND_INFLIGHT_RECORDS_MAX
+            } else {
+                0
+            }),
+            splice_ranges: VecDeque::with_capacity(if splice_mode {
+                SPLICE_UNITS_INFLIGHT_MAX
             } else {
                 0
             }),
@@ -435,12 +449,16 @@ impl Shipper {
     /// keeps a read for acks posted. Called every loop iteration.
     pub fn pump(&mut self, ring: &mut Ring, wal: &mut WalWriter) -> Result<(), ShipError> {
         if self.config.send_mode == SendMode::Splice {
+            // Kept only while contiguous and within capacity: a record the
+            // table cannot hold is never spliced (see `splice_timed`) but
+            // read back and sent by copy, which takes its timestamp from its
+            // header. Once the table empties it starts again.
             let pending = &mut self.latency_pending;
             wal.drain_durable_feed(|seq, ts| {
-                if pending.len() == pending.capacity() {
-                    pending.pop_front();
+                let follows = pending.back().is_none_or(|&(last, _)| last + 1 == seq);
+                if follows && pending.len() < pending.capacity() {
+                    pending.push_back((seq, ts));
                 }
-                pending.push_back((seq, ts));
             });
         }
         let wal: &WalWriter = wal;
@@ -486,7 +504,11 @@ impl Shipper {
             let small = self.position.as_ref().is_some_and(|p| {
                 wal.durable_offset_bytes().saturating_sub(p.offset_bytes) < SPLICE_MIN_BYTES
             });
-            if self.config.send_mode == SendMode::Splice && in_current && !small {
+            if self.config.send_mode == SendMode::Splice
+                && in_current
+                && !small
+                && self.splice_timed(wal)
+            {
                 self.start_splice(ring, wal);
             } else {
                 self.send_next_chunk(ring, wal)?;
@@ -495,10 +517,22 @@ impl Shipper {
         Ok(())
     }
 
+    /// True if the durable, unsent records are all in `latency_pending`, so
+    /// that a splice, which never reads them, can still time each one.
+    fn splice_timed(&self, wal: &WalWriter) -> bool {
+        match (self.latency_pending.front(), self.latency_pending.back()) {
+            (Some(&(first, _)), Some(&(last, _))) => {
+                first <= self.send_seq && last == wal.durable_seq()
+            }
+            _ => false,
+        }
+    }
+
     /// Splices the durable, unsent part of the current segment.
     fn start_splice(&mut self, ring: &mut Ring, wal: &WalWriter) {
         if self.inflight_bytes >= SEND_INFLIGHT_BYTES_MAX
             || self.inflight.len() == SEND_INFLIGHT_RECORDS_MAX
+            || self.splice_ranges.len() == SPLICE_UNITS_INFLIGHT_MAX
             || self.send_seq > wal.durable_seq()
         {
             return;
@@ -515,7 +549,8 @@ impl Shipper {
         // is the durable seq: acks map back to it without reading a header.
         // It counts as sent from now on, as a copy chunk does once read, so
         // that an ack racing the splice's own completion is in range. One
-        // window entry covers it all; latency comes from the durable feed.
+        // window entry covers it all; its records' timestamps are in
+        // `latency_pending` (checked by `splice_timed`).
         let end_seq = wal.durable_seq();
         let bytes = end - position.offset_bytes;
         tracing::trace!(
@@ -527,6 +562,7 @@ impl Shipper {
             "splice"
         );
         self.inflight.push_back((end_seq, 0, bytes as u32));
+        self.splice_ranges.push_back((self.send_seq, end_seq));
         self.inflight_bytes += bytes;
         self.stats.sent_records += end_seq + 1 - self.send_seq;
         self.send_seq = end_seq + 1;
@@ -535,49 +571,61 @@ impl Shipper {
             next_bytes: position.offset_bytes,
             end_bytes: end,
             in_pipe_bytes: 0,
+            pair_bytes: 0,
+            ops: 0,
         });
-        self.splice_into_pipe(ring);
+        self.splice_pair(ring);
     }
 
-    fn splice_into_pipe(&mut self, ring: &mut Ring) {
-        let unit = self.splice.as_ref().expect("a unit in progress");
-        let (_, pipe_write, capacity) = self.pipe.as_ref().expect("splice mode has a pipe");
+    /// Moves the next pipe-full of the unit: file → pipe linked to pipe →
+    /// socket, one submission.
+    fn splice_pair(&mut self, ring: &mut Ring) {
+        let token_in = self.token(KIND_SPLICE_IN);
+        let token_out = self.token(KIND_SPLICE_OUT);
+        let unit = self.splice.as_mut().expect("a unit in progress");
+        let (pipe_read, pipe_write, capacity) = self.pipe.as_ref().expect("splice mode has a pipe");
         let len = (unit.end_bytes - unit.next_bytes).min(*capacity as u64) as u32;
         let file = &self.position.as_ref().expect("positioned").file;
-        ring.splice(
+        let stream = self.stream.as_ref().expect("connected");
+        ring.splice_file_to_socket(
             file,
             unit.next_bytes as i64,
             pipe_write,
-            -1,
+            pipe_read,
+            stream,
             len,
-            self.token(KIND_SPLICE_IN),
+            token_in,
+            token_out,
         )
         .expect("ring slots cover the shipper");
+        unit.pair_bytes = len as usize;
+        unit.ops = 2;
     }
 
+    /// Sends what the pipe holds after a short file → pipe splice.
     fn splice_out_of_pipe(&mut self, ring: &mut Ring) {
-        let unit = self.splice.as_ref().expect("a unit in progress");
+        let token = self.token(KIND_SPLICE_OUT);
+        let unit = self.splice.as_mut().expect("a unit in progress");
         let (pipe_read, _, _) = self.pipe.as_ref().expect("splice mode has a pipe");
         let stream = self.stream.as_ref().expect("connected");
-        ring.splice(
-            pipe_read,
-            -1,
-            stream,
-            -1,
-            unit.in_pipe_bytes as u32,
-            self.token(KIND_SPLICE_OUT),
-        )
-        .expect("ring slots cover the shipper");
+        ring.splice(pipe_read, -1, stream, unit.in_pipe_bytes as u32, token)
+            .expect("ring slots cover the shipper");
+        unit.ops = 1;
     }
 
+    /// One completion of the unit in progress. The next pipe-full starts
+    /// once both halves of the current one have completed.
     fn on_splice(&mut self, ring: &mut Ring, kind: u64, result: i32) -> Result<(), ShipError> {
-        if result <= 0 {
-            let why = if result == 0 {
-                "splice moved nothing".to_string()
-            } else {
-                io::Error::from_raw_os_error(-result).to_string()
-            };
-            if kind == KIND_SPLICE_IN && result < 0 && result != -libc::EPIPE {
+        let unit = self.splice.as_mut().expect("a unit in progress");
+        unit.ops -= 1;
+        match (kind, result) {
+            (KIND_SPLICE_IN, n) if n > 0 => {
+                // A short read into the pipe cancels the linked send; what
+                // the pipe holds goes out on its own below.
+                unit.next_bytes += n as u64;
+                unit.in_pipe_bytes += n as usize;
+            }
+            (KIND_SPLICE_IN, n) if n < 0 && n != -libc::EPIPE => {
                 let path = self
                     .position
                     .as_ref()
@@ -585,27 +633,36 @@ impl Shipper {
                     .unwrap_or_default();
                 return Err(ShipError::Read {
                     path,
-                    source: io::Error::from_raw_os_error(-result),
+                    source: io::Error::from_raw_os_error(-n),
                 });
             }
-            self.splice = None;
-            self.disconnect(&why);
-            return Ok(());
+            // Cancelled because the read into the pipe was short: nothing
+            // was sent.
+            (KIND_SPLICE_OUT, n)
+                if n == -libc::ECANCELED && unit.in_pipe_bytes < unit.pair_bytes => {}
+            (KIND_SPLICE_OUT, n) if n > 0 => {
+                unit.in_pipe_bytes -= n as usize;
+                self.stats.splice_bytes += n as u64;
+                self.stats.sent_bytes += n as u64;
+            }
+            (_, n) => {
+                let why = if n == 0 {
+                    "splice moved nothing".to_string()
+                } else {
+                    io::Error::from_raw_os_error(-n).to_string()
+                };
+                self.disconnect(&why);
+                return Ok(());
+            }
         }
-        let n = result as usize;
-        let unit = self.splice.as_mut().expect("a unit in progress");
-        if kind == KIND_SPLICE_IN {
-            unit.next_bytes += n as u64;
-            unit.in_pipe_bytes = n;
-        } else {
-            unit.in_pipe_bytes -= n;
-            self.stats.splice_bytes += n as u64;
-            self.stats.sent_bytes += n as u64;
+        let unit = self.splice.as_ref().expect("a unit in progress");
+        if unit.ops > 0 {
+            return Ok(());
         }
         if unit.in_pipe_bytes > 0 {
             self.splice_out_of_pipe(ring);
         } else if unit.next_bytes < unit.end_bytes {
-            self.splice_into_pipe(ring);
+            self.splice_pair(ring);
         } else {
             let unit = self.splice.take().expect("checked");
             self.position.as_mut().expect("positioned").offset_bytes = unit.end_bytes;
@@ -644,10 +701,11 @@ impl Shipper {
             self.stats.disconnects += 1;
         }
         self.generation += 1;
-        if self.splice.take().is_some() {
-            // Its splice still completes, as a stale operation.
-            self.stale_ops += 1;
+        if let Some(unit) = self.splice.take() {
+            // Its splices still complete, as stale operations.
+            self.stale_ops += unit.ops;
         }
+        self.splice_ranges.clear();
         self.position = None;
         self.inflight.clear();
         self.inflight_bytes = 0;
@@ -1158,8 +1216,9 @@ impl Shipper {
     }
 
     /// Counts append → sent for every record up to `upto` not counted yet.
-    /// Their timestamps are in the send window (copy, zc) or the durable
-    /// feed (splice), both ordered by seq.
+    /// Records sent by copy carry their timestamps in the send window;
+    /// spliced ones find theirs in `latency_pending`. Both are ordered by
+    /// seq, and a record is in exactly one of the two.
     fn note_sent(&mut self, upto: u64) {
         if upto <= self.sent_noted_seq {
             return;
@@ -1168,20 +1227,27 @@ impl Shipper {
         let from = self.sent_noted_seq + 1;
         self.sent_noted_seq = upto;
         let recorder = &mut self.stats.append_to_sent_ns;
-        if self.config.send_mode == SendMode::Splice {
-            // The feed may have dropped its oldest entries: search, do not
-            // index.
-            let skip = self.latency_pending.partition_point(|&(seq, _)| seq < from);
-            for &(seq, ts) in self.latency_pending.range(skip..) {
-                if seq > upto {
-                    break;
-                }
+        let skip = self.inflight.partition_point(|&(seq, _, _)| seq < from);
+        for &(seq, ts, _) in self.inflight.range(skip..) {
+            if seq > upto {
+                break;
+            }
+            // A splice unit's window entry has no timestamp.
+            if ts != 0 {
                 recorder.record(ts, now_ns);
             }
-        } else {
-            let skip = self.inflight.partition_point(|&(seq, _, _)| seq < from);
-            for &(seq, ts, _) in self.inflight.range(skip..) {
-                if seq > upto {
+        }
+        for &(first, last) in &self.splice_ranges {
+            if first > upto {
+                break;
+            }
+            let (lo, hi) = (first.max(from), last.min(upto));
+            if lo > hi {
+                continue;
+            }
+            let skip = self.latency_pending.partition_point(|&(seq, _)| seq < lo);
+            for &(seq, ts) in self.latency_pending.range(skip..) {
+                if seq > hi {
                     break;
                 }
                 recorder.record(ts, now_ns);
@@ -1293,20 +1359,42 @@ impl Shipper {
             }
             self.inflight.pop_front();
             self.inflight_bytes -= len as u64;
-            // In splice mode every record's latency comes from the durable
-            // feed instead, so records sent by copy are not counted twice.
-            if ts != 0 && self.config.send_mode != SendMode::Splice {
+            // A splice unit's entry has no timestamp: its records are timed
+            // from `latency_pending` below.
+            if ts != 0 {
                 self.stats.acked_records += 1;
                 self.stats.append_to_acked_ns.record(ts, now_ns);
             }
         }
+        // Spliced records are timed from the durable feed; entries of
+        // records that went by copy were timed above and are only dropped.
         while let Some(&(seq, ts)) = self.latency_pending.front() {
             if seq > acked {
                 break;
             }
             self.latency_pending.pop_front();
-            self.stats.acked_records += 1;
-            self.stats.append_to_acked_ns.record(ts, now_ns);
+            while self
+                .splice_ranges
+                .front()
+                .is_some_and(|&(_, last)| last < seq)
+            {
+                self.splice_ranges.pop_front();
+            }
+            if self
+                .splice_ranges
+                .front()
+                .is_some_and(|&(first, _)| first <= seq)
+            {
+                self.stats.acked_records += 1;
+                self.stats.append_to_acked_ns.record(ts, now_ns);
+            }
+        }
+        while self
+            .splice_ranges
+            .front()
+            .is_some_and(|&(_, last)| last <= acked)
+        {
+            self.splice_ranges.pop_front();
         }
         self.acked_seq = acked;
         self.apply_retention();

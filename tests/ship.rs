@@ -639,3 +639,88 @@ fn a_peer_that_never_answers_does_not_stall_appends() {
     assert_eq!(status.code(), Some(1), "nothing was acknowledged");
     drop(silent);
 }
+
+/// A source that keeps the inbox full (a pipe written as fast as `ship`
+/// reads it) is shipped while it flows, by splice: the acked seq trails
+/// the input by well under a second, and every record arrives and is timed.
+/// Splice used to move one 64 KiB pipe per two loop turns, each turn a
+/// whole staging pass while the inbox stayed full, so the shipper crawled
+/// at a few MB/s behind a WAL that appended at hundreds.
+#[test]
+fn a_full_inbox_does_not_hold_back_splice_from_a_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
+    let mut ship = ShipProc::start(
+        &tmp.path().join("wal"),
+        &recv.addr,
+        &["--durability", "none", "--send-mode", "splice"],
+    );
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut written_at_1s = None;
+    const BATCH: u64 = 10_000;
+    while started.elapsed() < Duration::from_secs(2) {
+        ship.write(&lines_bytes(written + 1..=written + BATCH));
+        written += BATCH;
+        if written_at_1s.is_none() && started.elapsed() >= Duration::from_secs(1) {
+            written_at_1s = Some(written);
+        }
+    }
+    // What was written by the 1 s mark is acked before the input ends:
+    // the shipper is less than a second behind while the inbox is full.
+    let mark = written_at_1s.expect("wrote for 2 s");
+    let acked_by_now = ship.acks.lock().unwrap().last().map_or(0, |&(_, seq)| seq);
+    eprintln!("{written} lines written in 2 s; {mark} by 1 s; acked {acked_by_now} at 2 s");
+    assert!(
+        acked_by_now >= mark,
+        "acked {acked_by_now} at 2 s, but {mark} lines were in by 1 s"
+    );
+    let (code, json, err) = ship.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json["acked_seq"], written);
+    assert_eq!(json["append_to_acked"]["count"], written);
+    assert!(json["splice_bytes"].as_u64().unwrap() > 0, "{json}");
+    recv.stop();
+    assert_eq!(
+        dump_lines(&tmp.path().join("recv/src1")).len() as u64,
+        written
+    );
+}
+
+/// The same from a file read as fast as the inbox takes it (`--input`):
+/// a million lines are shipped, by splice, and all timed.
+#[test]
+fn a_full_inbox_does_not_hold_back_splice_from_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    const N: u64 = 1_000_000;
+    let input = tmp.path().join("input");
+    std::fs::write(&input, lines_bytes(1..=N)).unwrap();
+    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
+    let started = Instant::now();
+    let o = run(&[
+        "ship",
+        "--dir",
+        tmp.path().join("wal").to_str().unwrap(),
+        "--peer",
+        &recv.addr,
+        "--source",
+        "src1",
+        "--durability",
+        "none",
+        "--send-mode",
+        "splice",
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("{N} lines from a file shipped in {took:?}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(json["acked_seq"], N);
+    assert_eq!(json["append_to_acked"]["count"], N);
+    assert!(json["splice_bytes"].as_u64().unwrap() > 0, "{json}");
+    recv.stop();
+    assert_eq!(dump_lines(&tmp.path().join("recv/src1")).len() as u64, N);
+}

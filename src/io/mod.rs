@@ -556,7 +556,7 @@ impl Ring {
         Ok(())
     }
 
-    /// Pushes `splice(fd_in, off_in, fd_out, off_out, len)`; an offset of -1
+    /// Pushes `splice(fd_in, off_in, fd_out, -1, len)`; an offset of -1
     /// means "the fd's own position", as it must be for pipes and sockets
     /// (io_uring_prep_splice(3)). No buffer: the pages move through the pipe.
     pub fn splice(
@@ -564,26 +564,82 @@ impl Ring {
         fd_in: &impl AsRawFd,
         off_in: i64,
         fd_out: &impl AsRawFd,
-        off_out: i64,
         len: u32,
         token: u64,
     ) -> Result<(), QueueFull> {
         if !self.has_room(1) {
             return Err(QueueFull);
         }
-        let slot = self.take_slot(token, None);
-        let entry = opcode::Splice::new(
-            types::Fd(fd_in.as_raw_fd()),
+        self.push_splice(
+            fd_in.as_raw_fd(),
             off_in,
-            types::Fd(fd_out.as_raw_fd()),
-            off_out,
+            fd_out.as_raw_fd(),
             len,
-        )
-        .flags(libc::SPLICE_F_MOVE)
-        .build()
-        .user_data(slot as u64);
-        self.push(&entry);
+            token,
+            squeue::Flags::empty(),
+        );
         Ok(())
+    }
+
+    /// Pushes `len` bytes of `file` at `offset` into `pipe_write`, linked
+    /// (IOSQE_IO_LINK) to a splice of the same `len` bytes from `pipe_read`
+    /// into the socket `out`: one submission, and one trip through the
+    /// loop, per pipe-full instead of two. A short or failed first splice
+    /// cancels the second, whose completion then carries -ECANCELED
+    /// (io_uring_enter(2), "IOSQE_IO_LINK"); the caller sends what the pipe
+    /// holds with [`Ring::splice`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn splice_file_to_socket(
+        &mut self,
+        file: &impl AsRawFd,
+        offset: i64,
+        pipe_write: &impl AsRawFd,
+        pipe_read: &impl AsRawFd,
+        out: &impl AsRawFd,
+        len: u32,
+        in_token: u64,
+        out_token: u64,
+    ) -> Result<(), QueueFull> {
+        if !self.has_room(2) {
+            return Err(QueueFull);
+        }
+        self.push_splice(
+            file.as_raw_fd(),
+            offset,
+            pipe_write.as_raw_fd(),
+            len,
+            in_token,
+            squeue::Flags::IO_LINK,
+        );
+        self.push_splice(
+            pipe_read.as_raw_fd(),
+            -1,
+            out.as_raw_fd(),
+            len,
+            out_token,
+            squeue::Flags::empty(),
+        );
+        Ok(())
+    }
+
+    /// Pushes one SPLICE (output offset -1: pipes and sockets have none);
+    /// room was checked.
+    fn push_splice(
+        &mut self,
+        fd_in: RawFd,
+        off_in: i64,
+        fd_out: RawFd,
+        len: u32,
+        token: u64,
+        flags: squeue::Flags,
+    ) {
+        let slot = self.take_slot(token, None);
+        let entry = opcode::Splice::new(types::Fd(fd_in), off_in, types::Fd(fd_out), -1, len)
+            .flags(libc::SPLICE_F_MOVE)
+            .build()
+            .flags(flags)
+            .user_data(slot as u64);
+        self.push(&entry);
     }
 
     /// Allocates one zeroed, page-aligned buffer per entry of `sizes_bytes`
@@ -945,20 +1001,35 @@ pub fn pin_current_thread(index: usize) -> io::Result<()> {
 /// The raw fd type, re-exported for callers that store fds.
 pub type Fd = RawFd;
 
-/// A pipe for splicing, resized to `capacity_bytes` where the kernel allows
-/// (F_SETPIPE_SZ; an unprivileged user is capped by
-/// /proc/sys/fs/pipe-max-size). Returns (read end, write end, capacity).
+/// A pipe for splicing, as large as the kernel allows up to
+/// `capacity_bytes`. Returns (read end, write end, capacity).
+///
+/// F_SETPIPE_SZ refuses (EPERM) a size above /proc/sys/fs/pipe-max-size
+/// (1 MiB by default) without CAP_SYS_RESOURCE, and a pipe left at its
+/// default 64 KiB makes every splice move a sixteenth as much: so a refused
+/// size is retried at that limit before the default is kept (fcntl(2),
+/// pipe(7)).
 pub fn splice_pipe(
     capacity_bytes: usize,
 ) -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd, usize)> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let size = nix::fcntl::fcntl(
-        &write,
-        nix::fcntl::FcntlArg::F_SETPIPE_SZ(capacity_bytes as libc::c_int),
-    )
-    .or_else(|_| nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ))
-    .map_err(io::Error::from)?;
+    let set = |bytes: usize| {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes))
+    };
+    let pipe_max_bytes = || {
+        std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    };
+    let size = set(capacity_bytes)
+        .or_else(|e| match pipe_max_bytes() {
+            Some(max) if max < capacity_bytes => set(max),
+            _ => Err(e),
+        })
+        .or_else(|_| nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ))
+        .map_err(io::Error::from)?;
     Ok((read, write, size as usize))
 }
 
@@ -1008,5 +1079,80 @@ mod tests {
         let result = |token| done.iter().find(|c| c.token == token).unwrap().result;
         assert_eq!(result(1), 12, "the send, from byte 4");
         assert_eq!(result(2), -libc::ECANCELED, "its timeout");
+    }
+
+    /// A pipe for splicing gets the size asked for, or the most an
+    /// unprivileged process may set (pipe-max-size), never the 64 KiB
+    /// default a refused F_SETPIPE_SZ used to leave: the splice shipper
+    /// moves one pipe-full per loop turn.
+    #[test]
+    fn a_splice_pipe_is_as_large_as_allowed() {
+        let wanted = 2 << 20;
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (_read, _write, capacity) = splice_pipe(wanted).unwrap();
+        assert!(
+            capacity >= wanted.min(max),
+            "pipe of {capacity} bytes; asked {wanted}, pipe-max-size {max}"
+        );
+    }
+
+    /// One submission moves a pipe-full from a file to a socket: the
+    /// file → pipe splice is linked to the pipe → socket one, and both
+    /// complete in full. A short first half cancels the second.
+    #[test]
+    fn a_linked_splice_moves_a_pipe_full_from_file_to_socket() {
+        let (read, write, capacity) = splice_pipe(1 << 20).unwrap();
+        let len = capacity.min(256 << 10);
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let (sender, mut peer) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut peer, &mut got).unwrap();
+            got
+        });
+        let result =
+            |done: &[Completion], token| done.iter().find(|c| c.token == token).unwrap().result;
+        let mut ring = Ring::new(None).unwrap();
+        ring.splice_file_to_socket(&file, 0, &write, &read, &sender, len as u32, 1, 2)
+            .unwrap();
+        let mut done = Vec::with_capacity(ring.slots());
+        while done.len() < 2 {
+            ring.submit_and_wait(1).unwrap();
+            ring.reap(&mut done);
+        }
+        assert_eq!(result(&done, 1), len as i32, "file → pipe");
+        assert_eq!(result(&done, 2), len as i32, "pipe → socket");
+
+        // Past the end of the file the first half is short, and the
+        // second is cancelled: nothing is sent twice.
+        done.clear();
+        ring.splice_file_to_socket(&file, len as i64 - 10, &write, &read, &sender, 100, 3, 4)
+            .unwrap();
+        while done.len() < 2 {
+            ring.submit_and_wait(1).unwrap();
+            ring.reap(&mut done);
+        }
+        assert_eq!(result(&done, 3), 10, "a short read into the pipe");
+        assert_eq!(
+            result(&done, 4),
+            -libc::ECANCELED,
+            "cancels the linked send"
+        );
+        ring.splice(&read, -1, &sender, 10, 5).unwrap();
+        done.clear();
+        ring.submit_and_wait(1).unwrap();
+        ring.reap(&mut done);
+        assert_eq!(result(&done, 5), 10);
+        drop(ring);
+        drop(sender);
+        let mut want = data.clone();
+        want.extend_from_slice(&data[len - 10..]);
+        assert_eq!(reader.join().unwrap(), want);
     }
 }
