@@ -1020,6 +1020,9 @@ struct WalBenchSummary {
     commit_bytes_max: usize,
     commit_chains_max: usize,
     records: u64,
+    /// `--rate`: records due before `--duration` ended that the WAL did not
+    /// take in time, so they were not offered.
+    not_offered_records: u64,
     elapsed_ns: u64,
     records_per_s: f64,
     payload_bytes_per_s: f64,
@@ -1082,14 +1085,16 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
             limit,
             deadline,
         };
-        crate::bench::generate(&sender, &payload, schedule, &counter).map(|_| sender.close())
+        let generated = crate::bench::generate(&sender, &payload, schedule, &counter, None);
+        sender.close();
+        generated
     })?;
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();
     }
-    fed.map_err(Failure::operating)?;
+    let generated = fed.map_err(Failure::operating)?;
 
     let records = report.wal.records;
     let secs = elapsed.as_secs_f64();
@@ -1102,6 +1107,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         commit_bytes_max: crate::constants::COMMIT_BYTES_MAX,
         commit_chains_max: crate::constants::COMMIT_CHAINS_MAX,
         records,
+        not_offered_records: generated.not_offered,
         elapsed_ns: elapsed.as_nanos() as u64,
         records_per_s: records as f64 / secs,
         payload_bytes_per_s: report.wal.payload_bytes as f64 / secs,
@@ -1153,6 +1159,12 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         s.segments_created,
         s.short_writes
     );
+    if s.not_offered_records > 0 {
+        crate::outln!(
+            "  warning: the WAL could not keep up: {} records due before the deadline were not offered",
+            s.not_offered_records
+        );
+    }
     crate::outln!("  commit latency     {}", s.commit_latency.human());
     crate::outln!("  append → durable   {}", s.append_to_durable.human());
     if args.keep || args.dir.is_some() {
@@ -1339,13 +1351,47 @@ fn scratch_dir(
             .map_err(|e| Failure::operating(format!("creating {}: {e}", dir.display())))?;
         return Ok((dir.clone(), None));
     }
+    // Block SIGINT and SIGTERM before the temporary directory exists and
+    // before any thread starts (threads inherit the mask), so that one
+    // thread takes them and removes it: an interrupted run (Ctrl-C, a CI
+    // timeout) leaves no scratch directory behind.
+    let signals = if keep {
+        None
+    } else {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGINT);
+        set.add(nix::sys::signal::Signal::SIGTERM);
+        set.thread_block().map_err(Failure::operating)?;
+        Some(set)
+    };
     let temp = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
         .map_err(Failure::operating)?;
     if keep {
-        Ok((temp.keep(), None))
-    } else {
-        Ok((temp.path().to_path_buf(), Some(temp)))
+        return Ok((temp.keep(), None));
     }
+    let path = temp.path().to_path_buf();
+    if let Some(set) = signals {
+        let remove = path.clone();
+        std::thread::Builder::new()
+            .name("ringship-signals".into())
+            .spawn(move || {
+                if let Ok(signal) = set.wait() {
+                    // The cores keep writing until the process exits: a
+                    // segment created during the removal makes it fail, so
+                    // try again. Once the directory is gone, a rotation
+                    // cannot create anything in it.
+                    for _ in 0..100 {
+                        if std::fs::remove_dir_all(&remove).is_ok() || !remove.exists() {
+                            break;
+                        }
+                    }
+                    eprintln!("ringship: {signal}: stopped; removed {}", remove.display());
+                    std::process::exit(128 + signal as i32);
+                }
+            })
+            .map_err(Failure::operating)?;
+    }
+    Ok((path, Some(temp)))
 }

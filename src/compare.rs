@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::bench::report::{HEADLINE_STAGE, REPORT_FORMAT, REPORT_FORMAT_VERSION, STAGES};
+use crate::bench::report::{
+    HEADLINE_STAGE, REPORT_FORMAT, REPORT_FORMAT_VERSION, REPORT_FORMAT_VERSIONS_READ, STAGES,
+};
 use crate::constants::{COMPARE_RUNS_MAX, REPORT_BYTES_MAX};
 use crate::report::human_ns;
 
@@ -122,14 +124,42 @@ pub fn load(path: &Path) -> Result<Value, CompareError> {
         }
     }
     match value.get("format_version").and_then(Value::as_u64) {
-        Some(REPORT_FORMAT_VERSION) => Ok(value),
+        Some(v) if REPORT_FORMAT_VERSIONS_READ.contains(&v) => {
+            check_percentiles(&value).map_err(err)?;
+            Ok(value)
+        }
         Some(v) => Err(err(format!(
-            "field `format_version` is {v}; this ringship reads version {REPORT_FORMAT_VERSION}"
+            "field `format_version` is {v}; this ringship reads versions {REPORT_FORMAT_VERSIONS_READ:?} (it writes {REPORT_FORMAT_VERSION})"
         ))),
         None => Err(err(
             "field `format_version` is missing or not a number".into()
         )),
     }
+}
+
+/// Refuses a report whose percentiles go down anywhere (p99 below p50,
+/// say): no histogram gives that, so the file was edited or broken.
+fn check_percentiles(report: &Value) -> Result<(), String> {
+    let Some(stages) = report.get("stages").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (stage, figures) in stages {
+        let mut earlier: Vec<(&str, u64)> = Vec::with_capacity(PERCENTILES.len());
+        for (_, field) in PERCENTILES {
+            let Some(value) = figures.get(field).and_then(Value::as_u64) else {
+                continue;
+            };
+            // Name the lowest percentile that already lies above this one.
+            if let Some(&(before, high)) = earlier.iter().find(|(_, v)| *v > value) {
+                return Err(format!(
+                    "`stages.{stage}.{field}` is {value} ns, below `stages.{stage}.{before}` ({high} ns): \
+                     percentiles cannot decrease, so the report is inconsistent"
+                ));
+            }
+            earlier.push((field, value));
+        }
+    }
+    Ok(())
 }
 
 /// Fields of `config` that differ between `a` and `b`.

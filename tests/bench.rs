@@ -258,6 +258,32 @@ fn a_short_real_run_writes_every_output() {
     }
     // 10000/s for 2 s, all acked.
     assert_eq!(summary["stages"]["append_to_acked"]["count"], 20_000);
+    // The pipeline kept up: every record due was offered, and about as
+    // many were acknowledged in the window as were offered.
+    let results = &summary["results"];
+    assert_eq!(results["not_offered_records"], 0);
+    assert_eq!(results["offered_records"], 25_000);
+    let achieved = results["achieved_records_per_s"].as_f64().unwrap();
+    assert!(
+        (9_000.0..=11_000.0).contains(&achieved),
+        "achieved {achieved}/s"
+    );
+    assert_eq!(results["records_per_s"], results["achieved_records_per_s"]);
+    // The drain runs from the last record offered to its ack: at least a
+    // loopback round trip through both WALs, and nowhere near a second.
+    let drain_ns = results["drain_ns"].as_u64().unwrap();
+    assert!(
+        (20_000..1_000_000_000).contains(&drain_ns),
+        "drain {drain_ns} ns"
+    );
+    // Small paced increments go by copy, and the table says so.
+    assert!(results["copy_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(results["splice_bytes"], 0);
+    assert!(
+        text.contains("send mode splice") && text.contains("sent copy "),
+        "{text}"
+    );
+    assert!(!text.contains("sent splice"), "{text}");
     assert_eq!(
         summary["idle_tail"]["samples_ns"].as_array().unwrap().len(),
         3
@@ -471,8 +497,16 @@ fn compare_exit_codes() {
     std::fs::write(&corrupt, b"{\"format\": \"ringship-bench\", \"form").unwrap();
     let corrupt = corrupt.to_str().unwrap();
     let mut v2 = report(100_000, "fsync");
-    v2["format_version"] = 2.into();
+    v2["format_version"] = 3.into();
     let v2 = write(d, "v2.json", &v2);
+    // Percentiles that go down are no histogram's: refused.
+    let mut inverted = report(100_000, "fsync");
+    inverted["stages"]["append_to_acked"]["p99_ns"] = 45_000.into();
+    let inverted = write(d, "inverted.json", &inverted);
+    // The current version is read as well as version 1.
+    let mut current_version = report(100_000, "fsync");
+    current_version["format_version"] = 2.into();
+    let current_version = write(d, "current.json", &current_version);
 
     let code = |args: &[&str]| {
         let o = run(&[&["compare"][..], args].concat());
@@ -524,6 +558,15 @@ fn compare_exit_codes() {
     assert_eq!(c, Some(2));
     assert!(err.contains("format_version"), "{err}");
 
+    let (c, _, err) = code(&[&base, "--", &inverted]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(
+        err.contains("inverted.json") && err.contains("p99_ns") && err.contains("p50_ns"),
+        "{err}"
+    );
+    let (c, out, err) = code(&[&base, "--", &current_version]);
+    assert_eq!(c, Some(0), "{out}{err}");
+
     let (c, _, err) = code(&[&base, "--", &other]);
     assert_eq!(c, Some(2));
     assert!(
@@ -567,4 +610,143 @@ fn wal_bench_with_a_record_count_and_a_rate_ends_by_count() {
     assert_eq!(v["records"], 2000);
     let o = run(&["wal-bench", "--rate", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `bench --rate max` with splice, repeated: every run keeps shipping while
+/// the generator keeps the inbox full, and every acknowledged record of
+/// the window is timed. Splice used to move a 64 KiB pipe per two loop
+/// turns (each turn a full staging pass), so the shipper crawled while the
+/// WAL raced ahead, and its latency table dropped all but the last 131,072
+/// records: "112,348 records measured", whatever the duration. The bound is
+/// liveness, far above that, not speed.
+#[test]
+fn splice_at_max_rate_keeps_shipping_and_times_every_record() {
+    for round in 0..10 {
+        let out = tempfile::tempdir().unwrap();
+        let o = run(&[
+            "bench",
+            "--rate",
+            "max",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--probe-rounds",
+            "0",
+            "--durability",
+            "none",
+            "--send-mode",
+            "splice",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+        let summary = read_json(&out.path().join("summary.json"));
+        let results = &summary["results"];
+        let measured = results["measured_records"].as_u64().unwrap();
+        let achieved = results["achieved_records_per_s"].as_f64().unwrap();
+        let offered = results["offered_records"].as_u64().unwrap();
+        let report = format!("round {round}: {}", stdout(&o));
+        assert!(measured >= 524_288, "{measured} records measured; {report}");
+        assert!(achieved >= 300_000.0, "achieved {achieved}/s; {report}");
+        // Every record offered is acknowledged and, but for the few
+        // stamped after the window closed, timed.
+        assert!(measured <= offered, "{report}");
+        assert!(results["splice_bytes"].as_u64().unwrap() > 0, "{report}");
+    }
+}
+
+/// An open loop offered far more than the pipeline takes still ends on its
+/// schedule: the records it could not offer are counted and said, and the
+/// drain is short. `wal-bench` likewise.
+#[test]
+fn an_open_loop_beyond_the_pipeline_ends_on_its_schedule() {
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = run(&[
+        "bench",
+        "--rate",
+        "1e12",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--probe-rounds",
+        "0",
+        "--durability",
+        "none",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(took < Duration::from_secs(20), "ran {took:?}");
+    assert!(stdout(&o).contains("could not keep up"), "{}", stdout(&o));
+    let results = read_json(&out.path().join("summary.json"))["results"].clone();
+    let offered = results["offered_records"].as_u64().unwrap();
+    let not_offered = results["not_offered_records"].as_u64().unwrap();
+    assert!(offered > 0 && offered + not_offered == 1_000_000_000_000);
+    assert!(results["achieved_records_per_s"].as_f64().unwrap() > 0.0);
+    assert!(results["offered_records_per_s"].as_f64().unwrap() < 1e12);
+    assert!(results["drain_ns"].as_u64().unwrap() < 10_000_000_000);
+
+    let started = std::time::Instant::now();
+    let o = run(&[
+        "wal-bench",
+        "--rate",
+        "1e12",
+        "--duration",
+        "1",
+        "--durability",
+        "none",
+        "--json",
+    ]);
+    let took = started.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(took < Duration::from_secs(20), "ran {took:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["not_offered_records"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// SIGINT and SIGTERM during `bench` and `wal-bench` remove the scratch
+/// directory (a CI timeout takes exactly this path) and exit 130 and 143.
+#[test]
+fn an_interrupted_bench_leaves_no_scratch_directory() {
+    for (command, signal, code) in [
+        ("bench", Signal::SIGINT, 130),
+        ("bench", Signal::SIGTERM, 143),
+        ("wal-bench", Signal::SIGTERM, 143),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = Command::new(bin())
+            .args([command, "--duration", "10", "--durability", "none"])
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let scratch = || std::fs::read_dir(tmp.path()).unwrap().count();
+        let started = std::time::Instant::now();
+        while scratch() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{command} made no scratch directory"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{command} {signal}: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            scratch(),
+            0,
+            "{command} {signal} left its scratch directory"
+        );
+    }
 }

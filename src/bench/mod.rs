@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::constants::{CONNECT_TIMEOUT_MS, PROBE_ACK_WAIT_MS};
+use crate::constants::{
+    BENCH_UNACKED_BYTES_MAX, BENCH_UNACKED_RECORDS_MAX, CONNECT_TIMEOUT_MS, PROBE_ACK_WAIT_MS,
+};
 use crate::core::{self, CoreConfig, CoreReport, DurableListener};
 use crate::frame;
 use crate::inbox::{self, CoreGone, InboxSender};
@@ -422,7 +424,14 @@ pub struct Driven {
     pub origin_ns: u64,
     /// Records offered during warmup + duration, over all cores.
     pub load_records: u64,
-    /// From the end of the load until every core's last record was acked.
+    /// Open loop: records due during warmup + duration that were not
+    /// offered by the deadline, because the pipeline did not take them.
+    pub not_offered_records: u64,
+    /// Records acknowledged while the measured window was open (the acked
+    /// seq's advance from its start to its end), over all cores.
+    pub window_acked_records: u64,
+    /// From the last record offered to its acknowledgement, the longest
+    /// over the cores.
     pub drain: Duration,
     /// append → acked of each idle-tail round's last record.
     pub probe_ns: Vec<u64>,
@@ -457,8 +466,15 @@ fn drive(
         bar.set_prefix("load");
         bar
     });
+    let acked_now = |cores: &[ShipCore]| -> u64 {
+        cores
+            .iter()
+            .map(|c| c.watch.state.lock().expect("not poisoned").acked)
+            .sum()
+    };
 
-    let counts: Vec<Result<u64, CoreGone>> = std::thread::scope(|scope| {
+    let mut window_acked = [None, None];
+    let generated: Vec<Result<Generated, CoreGone>> = std::thread::scope(|scope| {
         let handles: Vec<_> = cores
             .iter_mut()
             .zip(&produced)
@@ -466,9 +482,13 @@ fn drive(
                 let payload = &payload;
                 let sender = core.sender.take().expect("held by the bench");
                 let cpu = core.cpu;
+                let watch = core.watch.clone();
+                let base_seq = core.base_seq;
+                let record_bytes = config.record_bytes;
                 scope.spawn(move || {
                     let _ = crate::io::pin_current_thread(cpu);
-                    let count = generate(
+                    let acks = AckWindow::new(&watch, base_seq, record_bytes);
+                    let generated = generate(
                         &sender,
                         payload,
                         Schedule {
@@ -479,15 +499,24 @@ fn drive(
                             deadline: load,
                         },
                         produced,
+                        Some(&acks),
                     );
-                    (sender, count)
+                    (sender, generated)
                 })
             })
             .collect();
-        // The bar is cosmetic: redrawing it on a tick gates nothing.
-        while handles.iter().any(|h| !h.is_finished()) {
+        // The acked seqs as the measured window opens and closes give the
+        // achieved rate. This thread only samples and draws the bar: its
+        // sleeps gate nothing in the data path.
+        let marks = [config.warmup, load];
+        while handles.iter().any(|h| !h.is_finished()) || window_acked[1].is_none() {
+            let elapsed = started.elapsed();
+            for (slot, mark) in window_acked.iter_mut().zip(marks) {
+                if slot.is_none() && elapsed >= mark {
+                    *slot = Some(acked_now(cores));
+                }
+            }
             if let Some(bar) = &progress {
-                let elapsed = started.elapsed();
                 bar.set_position((elapsed.as_secs_f64() * 10.0) as u64);
                 let phase = if elapsed < config.warmup {
                     "warmup"
@@ -497,39 +526,53 @@ fn drive(
                 let n: u64 = produced.iter().map(|p| p.load(Ordering::Relaxed)).sum();
                 bar.set_message(format!("{phase} · {n} records"));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            let next_mark = marks
+                .iter()
+                .map(|&m| m.saturating_sub(elapsed))
+                .filter(|d| !d.is_zero())
+                .min()
+                .unwrap_or(Duration::MAX);
+            std::thread::sleep(next_mark.min(Duration::from_millis(100)));
         }
         handles
             .into_iter()
             .zip(cores.iter_mut())
             .map(|(h, core)| {
-                let (sender, count) = h.join().expect("generator does not panic");
+                let (sender, generated) = h.join().expect("generator does not panic");
                 core.sender = Some(sender);
-                count
+                generated
             })
             .collect()
     });
-    let load_end = Instant::now();
-    let mut counts_ok = Vec::with_capacity(counts.len());
-    for (shard, count) in counts.into_iter().enumerate() {
+    let mut generated_ok = Vec::with_capacity(generated.len());
+    for (shard, g) in generated.into_iter().enumerate() {
         // A core that went away reports its error when it is joined.
-        counts_ok
-            .push(count.map_err(|_| BenchError(format!("core {shard} stopped during the load")))?);
+        generated_ok
+            .push(g.map_err(|_| BenchError(format!("core {shard} stopped during the load")))?);
     }
+    let window_acked_records = match window_acked {
+        [Some(from), Some(to)] => to.saturating_sub(from),
+        _ => 0,
+    };
 
     if let Some(bar) = &progress {
         bar.set_prefix("drain");
         bar.set_message("waiting for every record to be acknowledged");
     }
-    for (core, &count) in cores.iter().zip(&counts_ok) {
-        core.watch.wait_for(core.base_seq + count)?;
+    let mut drain = Duration::ZERO;
+    for (core, g) in cores.iter().zip(&generated_ok) {
+        let acked_at_ns = core.watch.wait_for(core.base_seq + g.offered)?;
+        if g.offered > 0 {
+            drain = drain.max(Duration::from_nanos(
+                acked_at_ns.saturating_sub(g.last_offer_ns),
+            ));
+        }
     }
-    let drain = load_end.elapsed();
 
     // The idle-tail probe on core 0.
     let mut probe_ns = Vec::with_capacity(config.probe_rounds as usize);
     let core = &cores[0];
-    let mut next_seq = core.base_seq + counts_ok[0];
+    let mut next_seq = core.base_seq + generated_ok[0].offered;
     if let Some(bar) = &progress {
         bar.set_prefix("probe");
         bar.set_length(u64::from(config.probe_rounds));
@@ -559,7 +602,9 @@ fn drive(
     }
     Ok(Driven {
         origin_ns,
-        load_records: counts_ok.iter().sum(),
+        load_records: generated_ok.iter().map(|g| g.offered).sum(),
+        not_offered_records: generated_ok.iter().map(|g| g.not_offered).sum(),
+        window_acked_records,
         drain,
         probe_ns,
     })
@@ -594,18 +639,86 @@ pub(crate) struct Schedule {
     pub deadline: Duration,
 }
 
+/// The acknowledgements a bench generator keeps its offer within: it never
+/// has more than [`BENCH_UNACKED_RECORDS_MAX`] records or
+/// [`BENCH_UNACKED_BYTES_MAX`] bytes offered and not yet acknowledged, so
+/// the WAL cannot run seconds ahead of the peer and the drain at the end
+/// stays short.
+pub(crate) struct AckWindow<'a> {
+    watch: &'a AckWatch,
+    /// The acked seq that means "every record offered so far".
+    base_seq: u64,
+    /// Records that fit in the window.
+    records_max: u64,
+}
+
+impl<'a> AckWindow<'a> {
+    fn new(watch: &'a AckWatch, base_seq: u64, record_bytes: usize) -> AckWindow<'a> {
+        let encoded = frame::encoded_len_bytes(record_bytes) as u64;
+        AckWindow {
+            watch,
+            base_seq,
+            records_max: (BENCH_UNACKED_BYTES_MAX / encoded)
+                .clamp(1, BENCH_UNACKED_RECORDS_MAX as u64),
+        }
+    }
+
+    /// How many more records may be offered after `offered`, waiting (at
+    /// most until `until`) for acknowledgements while none may.
+    fn room(&self, offered: u64, until: Instant) -> u64 {
+        let mut state = self.watch.state.lock().expect("not poisoned");
+        loop {
+            let unacked = (self.base_seq + offered).saturating_sub(state.acked);
+            if unacked < self.records_max {
+                return self.records_max - unacked;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return 0;
+            }
+            // The generator paces the load; this wait gates nothing in
+            // the data path, which wakes it by notifying on every ack.
+            state = self
+                .watch
+                .changed
+                .wait_timeout(state, until - now)
+                .expect("not poisoned")
+                .0;
+        }
+    }
+}
+
+/// What a generator did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Generated {
+    /// Records handed to the core.
+    pub offered: u64,
+    /// Open loop: records due before the deadline that were not offered by
+    /// then, because the pipeline did not take them in time.
+    pub not_offered: u64,
+    /// Wall-clock ns at which the last record was handed over (0: none).
+    pub last_offer_ns: u64,
+}
+
 /// The load generator. Closed loop (no rate): fills batches as fast as the
 /// core drains them, stamping each record when pushed. Open loop: record i
 /// is due at start + i/rate and carries that intended time as its append
 /// timestamp, as wrk2 does against coordinated omission; records already
 /// due go out together in one batch. Sleeping here paces the *load*;
-/// nothing in the data path waits on it. Returns the records offered.
+/// nothing in the data path waits on it.
+///
+/// Without a record limit the load ends at `deadline` on the clock, whether
+/// or not the pipeline kept up: no batch is taken after it, and records
+/// due before it but not offered are counted in
+/// [`Generated::not_offered`]. With `acks`, the offer also stays within
+/// the acknowledgement window (see [`AckWindow`]).
 pub(crate) fn generate(
     sender: &InboxSender,
     payload: &[u8],
     schedule: Schedule,
     produced: &AtomicU64,
-) -> Result<u64, CoreGone> {
+    acks: Option<&AckWindow<'_>>,
+) -> Result<Generated, CoreGone> {
     let Schedule {
         started,
         started_ns,
@@ -619,25 +732,33 @@ pub(crate) fn generate(
         // charged to the pipeline as latency.
         let _ = nix::sys::prctl::set_timerslack(1);
     }
-    let mut count = 0u64;
-    let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
-    // A record limit ends the run by count, whatever the time. Otherwise an
-    // open loop ends *on the schedule*: every record due before the
-    // deadline is offered, even if a stall made the generator late (those
-    // carry the stall's latency); a closed loop ends by the clock.
+    // A record limit ends the run by count, whatever the time.
     let deadline = if limit.is_some() {
         Duration::MAX
     } else {
         deadline
     };
-    let finished = |count: u64| match (limit, due(count)) {
-        (Some(n), _) => count == n,
-        (None, Some(next)) => next >= deadline,
-        (None, None) => started.elapsed() >= deadline,
+    let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
+    // Records due before the deadline, on the open loop's schedule.
+    let due_total = |r: f64| (deadline.as_secs_f64() * r).ceil() as u64;
+    // The clock ends the load, unless a record limit does.
+    let end_at = limit.is_none().then(|| started + deadline);
+    let mut generated = Generated::default();
+    let finish = |mut g: Generated| {
+        if let (Some(r), None) = (rate, limit) {
+            g.not_offered = due_total(r).saturating_sub(g.offered);
+        }
+        Ok(g)
     };
     loop {
-        if finished(count) {
-            return Ok(count);
+        let count = generated.offered;
+        let finished = match (limit, due(count)) {
+            (Some(n), _) => count == n,
+            (None, Some(next)) => next >= deadline,
+            (None, None) => false,
+        };
+        if finished || end_at.is_some_and(|end| Instant::now() >= end) {
+            return finish(generated);
         }
         if let Some(next) = due(count) {
             let elapsed = started.elapsed();
@@ -645,23 +766,34 @@ pub(crate) fn generate(
                 std::thread::sleep(next - elapsed);
             }
         }
+        let room = acks.map_or(u64::MAX, |w| {
+            w.room(count, end_at.unwrap_or_else(|| Instant::now() + ACK_STALL))
+        });
+        if room == 0 {
+            continue;
+        }
         let mut batch = sender.take()?;
         let now = started.elapsed();
-        while batch.has_room(payload.len()) && limit.is_none_or(|n| count != n) {
-            let ts = match due(count) {
+        let mut taken = 0u64;
+        while batch.has_room(payload.len())
+            && taken < room
+            && limit.is_none_or(|n| generated.offered != n)
+        {
+            let ts = match due(generated.offered) {
                 Some(d) if d > now || d >= deadline => break,
                 Some(d) => started_ns + d.as_nanos() as u64,
                 None => frame::now_ns(),
             };
             batch.push(ts, payload).expect("checked size");
-            count += 1;
+            generated.offered += 1;
+            taken += 1;
         }
         // Sent even if empty (possible only at the deadline), so that the
         // batch goes back to the pool.
         sender.send(batch)?;
-        produced.store(count, Ordering::Relaxed);
-        if finished(count) {
-            return Ok(count);
+        if taken > 0 {
+            generated.last_offer_ns = frame::now_ns();
         }
+        produced.store(generated.offered, Ordering::Relaxed);
     }
 }

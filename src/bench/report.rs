@@ -19,7 +19,14 @@ use crate::report::{LatencySummary, human_ns, kernel_release};
 /// `summary.json`'s `format`.
 pub const REPORT_FORMAT: &str = "ringship-bench";
 /// `summary.json`'s `format_version`; bump it when a field changes meaning.
-pub const REPORT_FORMAT_VERSION: u64 = 1;
+/// Version 2: `records_per_s` is the achieved rate (version 1 divided the
+/// latency samples by the duration), and the offered and achieved rates
+/// are reported apart.
+pub const REPORT_FORMAT_VERSION: u64 = 2;
+
+/// Older versions `compare` still reads: their stages mean what they mean
+/// now; only their throughput fields differ.
+pub const REPORT_FORMAT_VERSIONS_READ: [u64; 2] = [1, 2];
 
 /// A measured stage.
 #[derive(Debug)]
@@ -120,11 +127,23 @@ pub struct Environment {
 pub struct Results {
     /// Records offered during warmup and measurement, all cores.
     pub offered_records: u64,
+    /// `offered_records` over warmup + duration.
+    pub offered_records_per_s: f64,
+    /// Open loop: records due during warmup and measurement that were not
+    /// offered by the deadline because the pipeline did not take them.
+    pub not_offered_records: u64,
     /// Records due inside the measured window (append → acked count).
     pub measured_records: u64,
+    /// Records acknowledged while the measured window was open, over its
+    /// duration: what the pipeline delivered, whatever was offered.
+    pub achieved_records_per_s: f64,
+    pub achieved_payload_bytes_per_s: f64,
+    /// The same as `achieved_records_per_s` and its payload bytes, under
+    /// their version 1 names.
     pub records_per_s: f64,
     pub payload_bytes_per_s: f64,
-    /// From the end of the load until the last record was acknowledged.
+    /// From the last record offered to its acknowledgement (the longest
+    /// over the cores).
     pub drain_ns: u64,
     /// Whole process (shipper, receiver, generators), start to end.
     pub cpu_user_ns: u64,
@@ -200,7 +219,7 @@ pub(crate) fn build(
         .get(HEADLINE_STAGE)
         .map(|f| f.latency)
         .unwrap_or_default();
-    let secs = config.duration.as_secs_f64();
+    let achieved = driven.window_acked_records as f64 / config.duration.as_secs_f64();
     let sum = |f: &dyn Fn(&crate::ship::ShipStats) -> u64| -> u64 {
         cores.iter().filter_map(|c| c.ship.as_ref()).map(f).sum()
     };
@@ -215,6 +234,12 @@ pub(crate) fn build(
              so these latencies are NOT corrected for coordinated omission"
                 .to_string(),
         );
+    }
+    if driven.not_offered_records > 0 {
+        notes.push(format!(
+            "the pipeline could not keep up: {} records due before the deadline were not offered",
+            driven.not_offered_records
+        ));
     }
     if config.peer.is_some() {
         notes.push(
@@ -272,9 +297,14 @@ pub(crate) fn build(
         },
         results: Results {
             offered_records: driven.load_records,
+            offered_records_per_s: driven.load_records as f64
+                / (config.warmup + config.duration).as_secs_f64(),
+            not_offered_records: driven.not_offered_records,
             measured_records: acked.count,
-            records_per_s: acked.count as f64 / secs,
-            payload_bytes_per_s: (acked.count * config.record_bytes as u64) as f64 / secs,
+            achieved_records_per_s: achieved,
+            achieved_payload_bytes_per_s: achieved * config.record_bytes as f64,
+            records_per_s: achieved,
+            payload_bytes_per_s: achieved * config.record_bytes as f64,
             drain_ns: driven.drain.as_nanos() as u64,
             cpu_user_ns: usage.user.as_nanos() as u64,
             cpu_system_ns: usage.system.as_nanos() as u64,
@@ -304,6 +334,35 @@ pub(crate) fn build(
     }
 }
 
+/// The bytes sent by each path, as run (which may differ from the send
+/// mode asked for: splice sends small increments and backlogs by copy).
+fn sent_by_path(res: &Results) -> String {
+    let paths = [
+        ("splice", res.splice_bytes),
+        ("zc", res.zc_bytes),
+        ("copy", res.copy_bytes),
+    ];
+    let used: Vec<String> = paths
+        .iter()
+        .filter(|(_, bytes)| *bytes > 0)
+        .map(|(name, bytes)| format!("{name} {}", human_bytes(*bytes)))
+        .collect();
+    if used.is_empty() {
+        "nothing".to_string()
+    } else {
+        used.join(" + ")
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
 /// The table on stdout.
 pub fn print_table(r: &BenchReport) {
     let c = &r.config;
@@ -312,7 +371,7 @@ pub fn print_table(r: &BenchReport) {
         None => "max rate (closed loop, NOT CO-corrected)".to_string(),
     };
     crate::outln!(
-        "ringship bench · {rate} · {} B records · {} core{} · durability {} · send {} · receiver {}",
+        "ringship bench · {rate} · {} B records · {} core{} · durability {} · send mode {} · receiver {}",
         c.record_payload_bytes,
         c.cores,
         if c.cores == 1 { "" } else { "s" },
@@ -383,15 +442,26 @@ pub fn print_table(r: &BenchReport) {
     crate::outln!();
     let res = &r.results;
     crate::outln!(
-        "  {:.0} records/s · {:.2} MB/s payload · CPU {:.2} s (user {:.2} + sys {:.2}) · max RSS {:.1} MB · drain {}",
-        res.records_per_s,
-        res.payload_bytes_per_s / 1e6,
+        "  offered {:.0} records/s · achieved {:.0} records/s · {:.2} MB/s payload · drain {}",
+        res.offered_records_per_s,
+        res.achieved_records_per_s,
+        res.achieved_payload_bytes_per_s / 1e6,
+        human_ns(res.drain_ns)
+    );
+    crate::outln!(
+        "  CPU {:.2} s (user {:.2} + sys {:.2}) · max RSS {:.1} MB · sent {}",
         res.cpu_ns as f64 / 1e9,
         res.cpu_user_ns as f64 / 1e9,
         res.cpu_system_ns as f64 / 1e9,
         res.max_rss_bytes as f64 / 1e6,
-        human_ns(res.drain_ns)
+        sent_by_path(res)
     );
+    if res.not_offered_records > 0 {
+        crate::outln!(
+            "  warning: the pipeline could not keep up: {} records due before the deadline were not offered",
+            res.not_offered_records
+        );
+    }
     if t.latency.count > 0 {
         crate::outln!(
             "  idle tail: each round is {} ms of silence then {} records; p99 {} vs steady-state p99 {}",
