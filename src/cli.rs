@@ -392,6 +392,11 @@ struct CompareArgs {
     /// Compare even if the reports' configurations differ.
     #[arg(long)]
     force: bool,
+    /// Also track the achieved rate (results.achieved_records_per_s): a
+    /// drop of more than --max-regression-pct is a regression. Needs
+    /// reports of format version 2.
+    #[arg(long)]
+    track_throughput: bool,
 }
 
 /// `compare`'s options may follow the `--` that starts the current
@@ -399,7 +404,7 @@ struct CompareArgs {
 /// them as file names there, so they are moved in front of it.
 fn hoist_compare_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     const WITH_VALUE: [&str; 3] = ["--max-regression-pct", "--stage", "--percentiles"];
-    const FLAGS: [&str; 1] = ["--force"];
+    const FLAGS: [&str; 2] = ["--force", "--track-throughput"];
     if args.get(1).and_then(|a| a.to_str()) != Some("compare") {
         return args;
     }
@@ -1328,6 +1333,7 @@ fn compare(args: CompareArgs) -> Result<i32, Failure> {
         stages: args.stage,
         percentiles: args.percentiles,
         force: args.force,
+        track_throughput: args.track_throughput,
     };
     let comparison = crate::compare::compare(&config).map_err(Failure::usage)?;
     crate::compare::print(&config, &comparison);

@@ -45,6 +45,8 @@ pub struct CompareConfig {
     pub percentiles: Vec<String>,
     /// Compare even if the configurations differ.
     pub force: bool,
+    /// Also track the achieved rate; a drop is a regression.
+    pub track_throughput: bool,
 }
 
 /// Bad input: exit 2.
@@ -52,7 +54,7 @@ pub struct CompareConfig {
 #[error("{0}")]
 pub struct CompareError(pub String);
 
-/// One tracked figure.
+/// One tracked latency figure.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub stage: String,
@@ -64,11 +66,22 @@ pub struct Row {
     pub regressed: bool,
 }
 
+/// The achieved rate, when tracked: lower is worse.
+#[derive(Debug, Clone)]
+pub struct ThroughputRow {
+    pub base_per_s: f64,
+    pub current_per_s: f64,
+    /// (current − base) / base × 100.
+    pub change_pct: f64,
+    pub regressed: bool,
+}
+
 /// The outcome: every row, and the configuration differences that
 /// `--force` let through.
 #[derive(Debug)]
 pub struct Comparison {
     pub rows: Vec<Row>,
+    pub throughput: Option<ThroughputRow>,
     pub forced_differences: Vec<String>,
     /// Fields of `environment` that differ: not a refusal (machines and
     /// kernels change under a CI gate), but worth saying next to a verdict.
@@ -87,6 +100,7 @@ const ENVIRONMENT_FIELDS_SHOWN: [&str; 5] = [
 impl Comparison {
     pub fn regressed(&self) -> bool {
         self.rows.iter().any(|r| r.regressed)
+            || self.throughput.as_ref().is_some_and(|t| t.regressed)
     }
 }
 
@@ -345,8 +359,50 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
             });
         }
     }
+    let throughput = if config.track_throughput {
+        let rate = |path: &Path, report: &Value| {
+            report
+                .get("results")
+                .and_then(|r| r.get("achieved_records_per_s"))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    CompareError(format!(
+                        "{}: field `results.achieved_records_per_s` is missing (--track-throughput needs reports of format version {REPORT_FORMAT_VERSION})",
+                        path.display()
+                    ))
+                })
+        };
+        let side = |side: &[(PathBuf, Value)]| -> Result<f64, CompareError> {
+            let mut values = side
+                .iter()
+                .map(|(path, report)| rate(path, report))
+                .collect::<Result<Vec<f64>, CompareError>>()?;
+            values.sort_by(f64::total_cmp);
+            let n = values.len();
+            Ok(if n % 2 == 1 {
+                values[n / 2]
+            } else {
+                (values[n / 2 - 1] + values[n / 2]) / 2.0
+            })
+        };
+        let (base_per_s, current_per_s) = (side(&base)?, side(&current)?);
+        let change_pct = if base_per_s > 0.0 {
+            (current_per_s - base_per_s) / base_per_s * 100.0
+        } else {
+            0.0
+        };
+        Some(ThroughputRow {
+            base_per_s,
+            current_per_s,
+            change_pct,
+            regressed: -change_pct > config.max_regression_pct,
+        })
+    } else {
+        None
+    };
     Ok(Comparison {
         rows,
+        throughput,
         forced_differences,
         environment_differences,
     })
@@ -392,12 +448,32 @@ pub fn print(config: &CompareConfig, c: &Comparison) {
             r.change_pct
         );
     }
-    let regressed: Vec<String> = c
+    if let Some(t) = &c.throughput {
+        let verdict = if t.regressed {
+            "REGRESSED"
+        } else if t.change_pct > config.max_regression_pct {
+            "improved"
+        } else {
+            "ok"
+        };
+        crate::outln!(
+            "  {:<26} {:>6} {:>10} {:>10} {:>+8.1}%  {verdict}",
+            "achieved records/s",
+            "",
+            format!("{:.0}", t.base_per_s),
+            format!("{:.0}", t.current_per_s),
+            t.change_pct
+        );
+    }
+    let mut regressed: Vec<String> = c
         .rows
         .iter()
         .filter(|r| r.regressed)
         .map(|r| format!("{} p{} {:+.1}%", r.stage, r.percentile, r.change_pct))
         .collect();
+    if let Some(t) = c.throughput.as_ref().filter(|t| t.regressed) {
+        regressed.push(format!("achieved records/s {:+.1}%", t.change_pct));
+    }
     if regressed.is_empty() {
         crate::outln!("no regression");
     } else {

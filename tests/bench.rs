@@ -567,6 +567,28 @@ fn compare_exit_codes() {
     let (c, out, err) = code(&[&base, "--", &current_version]);
     assert_eq!(c, Some(0), "{out}{err}");
 
+    // The achieved rate, when tracked: a drop is a regression, and a
+    // version 1 report (which has none) is refused naming the field.
+    let rated = |per_s: f64| {
+        let mut v = report(100_000, "fsync");
+        v["format_version"] = 2.into();
+        v["results"] = serde_json::json!({ "achieved_records_per_s": per_s });
+        v
+    };
+    let fast = write(d, "fast.json", &rated(10_000.0));
+    let slow = write(d, "slow.json", &rated(5_000.0));
+    let (c, out, _) = code(&[&fast, "--", &fast, "--track-throughput"]);
+    assert_eq!(c, Some(0), "{out}");
+    assert!(out.contains("achieved records/s"), "{out}");
+    let (c, out, _) = code(&[&fast, "--", &slow, "--track-throughput"]);
+    assert_eq!(c, Some(1), "{out}");
+    assert!(out.contains("achieved records/s -50.0%"), "{out}");
+    let (c, _, _) = code(&[&fast, "--", &slow]);
+    assert_eq!(c, Some(0), "throughput is tracked only when asked");
+    let (c, _, err) = code(&[&base, "--", &fast, "--track-throughput"]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("results.achieved_records_per_s"), "{err}");
+
     let (c, _, err) = code(&[&base, "--", &other]);
     assert_eq!(c, Some(2));
     assert!(
