@@ -1049,10 +1049,12 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
             args.record_bytes
         )));
     }
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err(Failure::usage(
-            "--duration must be a positive number of seconds",
-        ));
+    if !(args.duration > 0.0 && args.duration <= crate::constants::BENCH_SECONDS_MAX) {
+        return Err(Failure::usage(format!(
+            "--duration {}: give seconds, above 0 and at most {}",
+            args.duration,
+            crate::constants::BENCH_SECONDS_MAX
+        )));
     }
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate >= 1.0)
@@ -1357,7 +1359,7 @@ fn scratch_dir(
             .map_err(|e| Failure::operating(format!("creating {}: {e}", dir.display())))?;
         return Ok((dir.clone(), None));
     }
-    // Block SIGINT and SIGTERM before the temporary directory exists and
+    // Block SIGINT, SIGTERM and SIGHUP before the temporary directory exists and
     // before any thread starts (threads inherit the mask), so that one
     // thread takes them and removes it: an interrupted run (Ctrl-C, a CI
     // timeout) leaves no scratch directory behind.
@@ -1367,6 +1369,7 @@ fn scratch_dir(
         let mut set = nix::sys::signal::SigSet::empty();
         set.add(nix::sys::signal::Signal::SIGINT);
         set.add(nix::sys::signal::Signal::SIGTERM);
+        set.add(nix::sys::signal::Signal::SIGHUP);
         set.thread_block().map_err(Failure::operating)?;
         Some(set)
     };
@@ -1392,6 +1395,7 @@ fn scratch_dir(
                         if std::fs::remove_dir_all(&remove).is_ok() || !remove.exists() {
                             break;
                         }
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     eprintln!("ringship: {signal}: stopped; removed {}", remove.display());
                     std::process::exit(128 + signal as i32);

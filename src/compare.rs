@@ -386,11 +386,12 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
             })
         };
         let (base_per_s, current_per_s) = (side(&base)?, side(&current)?);
-        let change_pct = if base_per_s > 0.0 {
-            (current_per_s - base_per_s) / base_per_s * 100.0
-        } else {
-            0.0
-        };
+        if base_per_s <= 0.0 {
+            return Err(CompareError(format!(
+                "the base reports' median achieved rate is {base_per_s} records/s: nothing to compare a throughput with"
+            )));
+        }
+        let change_pct = (current_per_s - base_per_s) / base_per_s * 100.0;
         Some(ThroughputRow {
             base_per_s,
             current_per_s,

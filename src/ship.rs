@@ -173,10 +173,10 @@ struct SpliceUnit {
     /// Offset of the next byte to move into the pipe.
     next_bytes: u64,
     end_bytes: u64,
-    /// Bytes in the pipe not yet sent.
-    in_pipe_bytes: usize,
-    /// Bytes the current pipe-full asked for.
-    pair_bytes: usize,
+    /// Bytes moved into the pipe, and out of it into the socket, so far:
+    /// the pipe holds the difference.
+    piped_bytes: u64,
+    sent_bytes: u64,
     /// Splices of the unit in flight (two for a linked pair).
     ops: usize,
 }
@@ -570,8 +570,8 @@ impl Shipper {
         self.splice = Some(SpliceUnit {
             next_bytes: position.offset_bytes,
             end_bytes: end,
-            in_pipe_bytes: 0,
-            pair_bytes: 0,
+            piped_bytes: 0,
+            sent_bytes: 0,
             ops: 0,
         });
         self.splice_pair(ring);
@@ -598,23 +598,24 @@ impl Shipper {
             token_out,
         )
         .expect("ring slots cover the shipper");
-        unit.pair_bytes = len as usize;
         unit.ops = 2;
     }
 
-    /// Sends what the pipe holds after a short file → pipe splice.
-    fn splice_out_of_pipe(&mut self, ring: &mut Ring) {
+    /// Sends the `in_pipe` bytes the pipe holds (after a short file → pipe
+    /// splice, or a short pipe → socket one).
+    fn splice_out_of_pipe(&mut self, ring: &mut Ring, in_pipe: u32) {
         let token = self.token(KIND_SPLICE_OUT);
         let unit = self.splice.as_mut().expect("a unit in progress");
         let (pipe_read, _, _) = self.pipe.as_ref().expect("splice mode has a pipe");
         let stream = self.stream.as_ref().expect("connected");
-        ring.splice(pipe_read, -1, stream, unit.in_pipe_bytes as u32, token)
+        ring.splice(pipe_read, -1, stream, in_pipe, token)
             .expect("ring slots cover the shipper");
         unit.ops = 1;
     }
 
     /// One completion of the unit in progress. The next pipe-full starts
-    /// once both halves of the current one have completed.
+    /// once both halves of the current one have completed, in whichever
+    /// order their completions are handled.
     fn on_splice(&mut self, ring: &mut Ring, kind: u64, result: i32) -> Result<(), ShipError> {
         let unit = self.splice.as_mut().expect("a unit in progress");
         unit.ops -= 1;
@@ -623,7 +624,7 @@ impl Shipper {
                 // A short read into the pipe cancels the linked send; what
                 // the pipe holds goes out on its own below.
                 unit.next_bytes += n as u64;
-                unit.in_pipe_bytes += n as usize;
+                unit.piped_bytes += n as u64;
             }
             (KIND_SPLICE_IN, n) if n < 0 && n != -libc::EPIPE => {
                 let path = self
@@ -636,12 +637,11 @@ impl Shipper {
                     source: io::Error::from_raw_os_error(-n),
                 });
             }
-            // Cancelled because the read into the pipe was short: nothing
-            // was sent.
-            (KIND_SPLICE_OUT, n)
-                if n == -libc::ECANCELED && unit.in_pipe_bytes < unit.pair_bytes => {}
+            // Cancelled because the read into the pipe was short (or
+            // failed, which its own completion reports): nothing was sent.
+            (KIND_SPLICE_OUT, n) if n == -libc::ECANCELED => {}
             (KIND_SPLICE_OUT, n) if n > 0 => {
-                unit.in_pipe_bytes -= n as usize;
+                unit.sent_bytes += n as u64;
                 self.stats.splice_bytes += n as u64;
                 self.stats.sent_bytes += n as u64;
             }
@@ -659,8 +659,13 @@ impl Shipper {
         if unit.ops > 0 {
             return Ok(());
         }
-        if unit.in_pipe_bytes > 0 {
-            self.splice_out_of_pipe(ring);
+        let Some(in_pipe) = unit.piped_bytes.checked_sub(unit.sent_bytes) else {
+            // More left the pipe than entered it: the pipe is not ours alone.
+            self.disconnect("the splice pipe sent more than it was given");
+            return Ok(());
+        };
+        if in_pipe > 0 {
+            self.splice_out_of_pipe(ring, in_pipe as u32);
         } else if unit.next_bytes < unit.end_bytes {
             self.splice_pair(ring);
         } else {
@@ -1237,7 +1242,8 @@ impl Shipper {
                 recorder.record(ts, now_ns);
             }
         }
-        for &(first, last) in &self.splice_ranges {
+        let skip = self.splice_ranges.partition_point(|&(_, last)| last < from);
+        for &(first, last) in self.splice_ranges.range(skip..) {
             if first > upto {
                 break;
             }

@@ -466,11 +466,16 @@ fn drive(
         bar.set_prefix("load");
         bar
     });
+    // Acks below a core's starting seq are a backlog from an earlier run
+    // (a reused --dir) reaching a peer that lacked it, not this load.
     let acked_now = |cores: &[ShipCore]| -> u64 {
         cores
             .iter()
-            .map(|c| c.watch.state.lock().expect("not poisoned").acked)
-            .sum()
+            .map(|c| {
+                let acked = c.watch.state.lock().expect("not poisoned").acked;
+                acked.max(c.base_seq) - c.base_seq
+            })
+            .fold(0u64, u64::saturating_add)
     };
 
     let mut window_acked = [None, None];
@@ -602,8 +607,14 @@ fn drive(
     }
     Ok(Driven {
         origin_ns,
-        load_records: generated_ok.iter().map(|g| g.offered).sum(),
-        not_offered_records: generated_ok.iter().map(|g| g.not_offered).sum(),
+        load_records: generated_ok
+            .iter()
+            .map(|g| g.offered)
+            .fold(0, u64::saturating_add),
+        not_offered_records: generated_ok
+            .iter()
+            .map(|g| g.not_offered)
+            .fold(0, u64::saturating_add),
         window_acked_records,
         drain,
         probe_ns,
@@ -668,7 +679,8 @@ impl<'a> AckWindow<'a> {
     fn room(&self, offered: u64, until: Instant) -> u64 {
         let mut state = self.watch.state.lock().expect("not poisoned");
         loop {
-            let unacked = (self.base_seq + offered).saturating_sub(state.acked);
+            let acked = state.acked.max(self.base_seq);
+            let unacked = (self.base_seq + offered).saturating_sub(acked);
             if unacked < self.records_max {
                 return self.records_max - unacked;
             }
@@ -739,14 +751,34 @@ pub(crate) fn generate(
         deadline
     };
     let due = |i: u64| rate.map(|r| Duration::from_secs_f64(i as f64 / r));
-    // Records due before the deadline, on the open loop's schedule.
-    let due_total = |r: f64| (deadline.as_secs_f64() * r).ceil() as u64;
+    // Records due before the deadline: the n with due(n - 1) < deadline <=
+    // due(n), found with the very test the loop applies (a float estimate
+    // alone can be one off when deadline × rate is whole).
+    let due_total = || {
+        let before = |i: u64| due(i).is_some_and(|d| d < deadline);
+        let mut n = rate.map_or(0.0, |r| (deadline.as_secs_f64() * r).ceil()) as u64;
+        while n > 0 && !before(n - 1) {
+            n -= 1;
+        }
+        while n < u64::MAX && before(n) {
+            n += 1;
+        }
+        n
+    };
     // The clock ends the load, unless a record limit does.
-    let end_at = limit.is_none().then(|| started + deadline);
+    let end_at = if limit.is_none() {
+        Some(
+            started
+                .checked_add(deadline)
+                .expect("the CLI bounds --duration"),
+        )
+    } else {
+        None
+    };
     let mut generated = Generated::default();
     let finish = |mut g: Generated| {
-        if let (Some(r), None) = (rate, limit) {
-            g.not_offered = due_total(r).saturating_sub(g.offered);
+        if rate.is_some() && limit.is_none() {
+            g.not_offered = due_total().saturating_sub(g.offered);
         }
         Ok(g)
     };
@@ -770,9 +802,20 @@ pub(crate) fn generate(
             w.room(count, end_at.unwrap_or_else(|| Instant::now() + ACK_STALL))
         });
         if room == 0 {
+            if end_at.is_none() {
+                // No acknowledgement for ACK_STALL with no deadline to end
+                // on: stop, and let the driver's own wait report it.
+                return finish(generated);
+            }
             continue;
         }
         let mut batch = sender.take()?;
+        if end_at.is_some_and(|end| Instant::now() >= end) {
+            // take() waited past the deadline: offer nothing late. The
+            // empty batch goes back to the pool.
+            sender.send(batch)?;
+            return finish(generated);
+        }
         let now = started.elapsed();
         let mut taken = 0u64;
         while batch.has_room(payload.len())
