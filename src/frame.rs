@@ -128,13 +128,57 @@ fn seal(record: &mut [u8], seq: u64, append_ts_ns: u64) {
     record[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The fixed fields of a record header, read in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub crc: u32,
+    pub len_bytes: usize,
+    pub seq: u64,
+    pub append_ts_ns: u64,
+}
+
+impl Header {
+    /// Reads the header at the start of `buf`; `None` when fewer than
+    /// [`RECORD_HEADER_BYTES`] bytes are there. Nothing is checked.
+    pub fn read(buf: &[u8]) -> Option<Header> {
+        let h = buf.get(..RECORD_HEADER_BYTES)?;
+        let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+        Some(Header {
+            crc: u32_at(0),
+            len_bytes: u32_at(4) as usize,
+            seq: u64_at(8),
+            append_ts_ns: u64_at(16),
+        })
+    }
+
+    /// Bytes the whole record occupies.
+    pub fn record_len_bytes(&self) -> usize {
+        encoded_len_bytes(self.len_bytes)
+    }
+}
+
 /// Decodes the record at the start of `buf`, verifying its crc.
 ///
 /// Every bound is checked before anything is trusted: the length field is
 /// compared with the maximum before it is used to slice, and nothing is
 /// allocated. Returns the record and the bytes it occupies.
 pub fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
-    if buf.len() < RECORD_HEADER_BYTES {
+    decode_checked(buf, Check::Verify)
+}
+
+/// What a [`Records`] walk checks of each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Bounds and crc32c: for bytes from a disk or a socket.
+    Verify,
+    /// Bounds only: for bytes this process encoded itself, or that were
+    /// verified when the WAL opened (recovery checks every crc).
+    Trust,
+}
+
+fn decode_checked(buf: &[u8], check: Check) -> Result<(RecordRef<'_>, usize), DecodeError> {
+    let Some(header) = Header::read(buf) else {
         if !buf.is_empty() && buf.iter().all(|&b| b == 0) {
             return Err(DecodeError::ZeroHeader);
         }
@@ -142,76 +186,109 @@ pub fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
             need_bytes: RECORD_HEADER_BYTES,
             have_bytes: buf.len(),
         });
-    }
-    let header = &buf[..RECORD_HEADER_BYTES];
-    if header.iter().all(|&b| b == 0) {
+    };
+    if buf[..RECORD_HEADER_BYTES].iter().all(|&b| b == 0) {
         return Err(DecodeError::ZeroHeader);
     }
-    let stored = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-    let len_bytes = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-    let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    let append_ts_ns = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
-    if len_bytes > RECORD_PAYLOAD_BYTES_MAX {
+    if header.len_bytes > RECORD_PAYLOAD_BYTES_MAX {
         return Err(DecodeError::TooLong {
-            len_bytes: len_bytes as u64,
+            len_bytes: header.len_bytes as u64,
         });
     }
-    let total = encoded_len_bytes(len_bytes);
+    let total = header.record_len_bytes();
     if buf.len() < total {
         return Err(DecodeError::Truncated {
             need_bytes: total,
             have_bytes: buf.len(),
         });
     }
-    let computed = crc32c::crc32c(&buf[4..total]);
-    if computed != stored {
-        return Err(DecodeError::BadCrc { stored, computed });
+    if check == Check::Verify {
+        let computed = crc32c::crc32c(&buf[4..total]);
+        if computed != header.crc {
+            return Err(DecodeError::BadCrc {
+                stored: header.crc,
+                computed,
+            });
+        }
     }
-    if seq == 0 {
+    if header.seq == 0 {
         return Err(DecodeError::ZeroSeq);
     }
     Ok((
         RecordRef {
-            seq,
-            append_ts_ns,
+            seq: header.seq,
+            append_ts_ns: header.append_ts_ns,
             payload: &buf[RECORD_HEADER_BYTES..total],
         },
         total,
     ))
 }
 
-/// Reads the seq and timestamp of an encoded record without verifying it.
+/// The one record walker: steps over the records packed in a byte range,
+/// in order, checking each as [`Check`] says. Every reader of records
+/// (recovery, the WAL writer and reader, the receiver) walks with it.
 ///
-/// Only for buffers this process encoded itself and still owns (the WAL walks
-/// a completed commit buffer to record per-record latency).
-pub fn peek_header(buf: &[u8]) -> (u64, u64, usize) {
-    assert!(buf.len() >= RECORD_HEADER_BYTES);
-    let len_bytes = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
-    let seq = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
-    let append_ts_ns = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
-    assert!(len_bytes <= RECORD_PAYLOAD_BYTES_MAX);
-    (seq, append_ts_ns, encoded_len_bytes(len_bytes))
+/// The walk ends at the first bytes that are not a whole record, and
+/// yields why ([`DecodeError::Truncated`] where the range ends inside a
+/// record, [`DecodeError::ZeroHeader`] at unwritten space, or damage);
+/// [`Records::offset`] is then where those bytes start.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    buf: &'a [u8],
+    at: usize,
+    check: Check,
+    ended: bool,
 }
 
-/// Reads the header at the start of `buf` without checking the crc:
-/// (seq, append_ts_ns, encoded length), or `None` when the bytes there are
-/// not a whole record (zero header, length over the maximum, or truncated).
-///
-/// Only for bytes whose crc has already been checked (segments are verified
-/// by recovery when the WAL opens, and the WAL wrote the rest itself); the
-/// receiver, which trusts nothing, always uses [`decode`].
-pub fn header_unverified(buf: &[u8]) -> Option<(u64, u64, usize)> {
-    let header = buf.get(..RECORD_HEADER_BYTES)?;
-    if header.iter().all(|&b| b == 0) {
-        return None;
+impl<'a> Records<'a> {
+    /// A walk that verifies every record's bounds and crc32c.
+    pub fn verified(buf: &'a [u8]) -> Records<'a> {
+        Records {
+            buf,
+            at: 0,
+            check: Check::Verify,
+            ended: false,
+        }
     }
-    let len_bytes = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-    if len_bytes > RECORD_PAYLOAD_BYTES_MAX || buf.len() < encoded_len_bytes(len_bytes) {
-        return None;
+
+    /// A walk that checks bounds only (see [`Check::Trust`]).
+    pub fn trusted(buf: &'a [u8]) -> Records<'a> {
+        Records {
+            check: Check::Trust,
+            ..Records::verified(buf)
+        }
     }
-    let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    let append_ts_ns = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
-    Some((seq, append_ts_ns, encoded_len_bytes(len_bytes)))
+
+    /// Offset in the range of the next record: just past the last one
+    /// yielded, which is where the bytes that ended a walk start.
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    /// The bytes not walked yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.at..]
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordRef<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended || self.at == self.buf.len() {
+            return None;
+        }
+        match decode_checked(&self.buf[self.at..], self.check) {
+            Ok((record, used)) => {
+                self.at += used;
+                Some(Ok(record))
+            }
+            Err(e) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// Nanoseconds since the Unix epoch, from CLOCK_REALTIME.
@@ -304,5 +381,42 @@ mod tests {
         let mut buf = encode(1, 1, b"x");
         buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&buf), Err(DecodeError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_walk_yields_every_record_then_why_it_stopped() {
+        let mut buf = encode(1, 10, b"one");
+        buf.extend_from_slice(&encode(2, 20, b"two"));
+        let whole = buf.len();
+        buf.extend_from_slice(&encode(3, 30, b"three")[..10]);
+        let mut walk = Records::verified(&buf);
+        assert_eq!(walk.next().unwrap().unwrap().payload, b"one");
+        assert_eq!(walk.next().unwrap().unwrap().seq, 2);
+        assert!(matches!(
+            walk.next(),
+            Some(Err(DecodeError::Truncated { .. }))
+        ));
+        assert_eq!(walk.offset(), whole, "the partial record starts here");
+        assert!(walk.next().is_none(), "a walk ends at the first error");
+    }
+
+    #[test]
+    fn a_trusted_walk_skips_the_crc_but_not_the_bounds() {
+        let mut buf = encode(1, 10, b"one");
+        buf[RECORD_HEADER_BYTES] ^= 1;
+        assert!(matches!(
+            Records::verified(&buf).next(),
+            Some(Err(DecodeError::BadCrc { .. }))
+        ));
+        assert_eq!(Records::trusted(&buf).next().unwrap().unwrap().seq, 1);
+        buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Records::trusted(&buf).next(),
+            Some(Err(DecodeError::TooLong { .. }))
+        ));
+        assert!(matches!(
+            Records::trusted(&[0u8; 40]).next(),
+            Some(Err(DecodeError::ZeroHeader))
+        ));
     }
 }

@@ -1114,28 +1114,31 @@ impl Shipper {
             // the WAL wrote everything since: only the framing is read here.
             // The receiver verifies every crc again.
             let rest = &chunk[used..];
-            let Some((seq, ts, len)) = frame::header_unverified(rest) else {
-                let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
-                // Preallocated space, or the last few bytes of a full segment
-                // (fewer than a header): the end of its data.
-                let at_file_end = position.offset_bytes + n as u64 >= end;
-                if (rest.len() >= RECORD_HEADER_BYTES && zeros(&rest[..RECORD_HEADER_BYTES]))
-                    || (at_file_end && zeros(rest))
-                {
-                    end_of_data = true;
-                } else if rest.len() >= 8
-                    && u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize
-                        > crate::constants::RECORD_PAYLOAD_BYTES_MAX
-                {
+            let (seq, ts, len) = match frame::Records::trusted(rest).next() {
+                Some(Ok(record)) => (record.seq, record.append_ts_ns, record.encoded_len_bytes()),
+                Some(Err(frame::DecodeError::TooLong { .. })) => {
                     return Err(ShipError::Corrupt {
                         path: position.path.clone(),
                         offset_bytes: position.offset_bytes + used as u64,
                         reason: "length field over the maximum".into(),
                     });
                 }
-                // Otherwise the next record continues past what was read:
-                // the chunk or the window ends here.
-                break;
+                stop => {
+                    // Preallocated space, or the last few bytes of a full
+                    // segment (fewer than a header): the end of its data.
+                    // Otherwise the next record continues past what was
+                    // read: the chunk or the window ends here.
+                    let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+                    let at_file_end = position.offset_bytes + n as u64 >= end;
+                    // (A zero header, not fewer zero bytes than a header at
+                    // the end of a read: a record's crc may start with them.)
+                    let zero_header = matches!(stop, Some(Err(frame::DecodeError::ZeroHeader)))
+                        && rest.len() >= RECORD_HEADER_BYTES;
+                    if zero_header || (at_file_end && zeros(rest)) {
+                        end_of_data = true;
+                    }
+                    break;
+                }
             };
             if seq != self.send_seq {
                 return Err(ShipError::Corrupt {

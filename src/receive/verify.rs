@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{ServeError, Shared};
-use crate::constants::{
-    RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, RECV_BUFFER_BYTES,
-};
+use crate::constants::{RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECV_BUFFER_BYTES};
 use crate::frame;
 use crate::io::{Completion, Ring};
 use crate::protocol::{self, ProtocolError};
@@ -86,32 +84,28 @@ impl SocketSource {
             return Ok(()); // the kernel holds it
         };
         self.blocked = false;
-        while self.error.is_none() && self.filled - self.start >= RECORD_HEADER_BYTES {
+        let mut walk = frame::Records::verified(&buf[self.start..self.filled]);
+        while self.error.is_none() {
             let at = self.start;
-            let header = &buf[at..at + RECORD_HEADER_BYTES];
-            let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-            // The length bound comes before anything is read for it.
-            if len > RECORD_PAYLOAD_BYTES_MAX {
-                self.fail(ProtocolError(format!(
-                    "record expected at seq {} claims {len} bytes, over the {RECORD_PAYLOAD_BYTES_MAX}-byte maximum",
-                    self.expected_seq
-                )).into());
-                break;
-            }
-            let need = frame::encoded_len_bytes(len);
-            if self.filled - at < need {
-                break;
-            }
-            let bytes = &buf[at..at + need];
-            let record = match frame::decode(bytes) {
-                Ok((record, _)) => record,
+            let header = frame::Header::read(walk.rest());
+            let record = match walk.next() {
+                None => break,
+                Some(Ok(record)) => record,
+                // The rest of the record is still on its way.
+                Some(Err(frame::DecodeError::Truncated { .. })) => break,
                 // A valid frame with seq 0: the shipper's Abort (protocol.rs).
-                Err(frame::DecodeError::ZeroSeq) if len <= protocol::ABORT_REASON_BYTES_MAX => {
-                    let reason = String::from_utf8_lossy(&bytes[RECORD_HEADER_BYTES..]);
+                Some(Err(frame::DecodeError::ZeroSeq))
+                    if header.is_some_and(|h| h.len_bytes <= protocol::ABORT_REASON_BYTES_MAX) =>
+                {
+                    let len = header.expect("checked").record_len_bytes();
+                    let reason = String::from_utf8_lossy(&buf[at + RECORD_HEADER_BYTES..at + len]);
                     self.fail(ServeError::Aborted(reason.into_owned()));
                     break;
                 }
-                Err(e) => {
+                // The length bound is checked before anything is read for
+                // the record (frame::decode), so a huge length field is
+                // refused here, not waited for.
+                Some(Err(e)) => {
                     self.fail(
                         ProtocolError(format!("record expected at seq {}: {e}", self.expected_seq))
                             .into(),
@@ -129,10 +123,11 @@ impl SocketSource {
                 );
                 break;
             }
+            let need = record.encoded_len_bytes();
             let payload_len = record.payload.len() as u64;
             // Verified: it goes to disk exactly as it came, with no second
             // encode.
-            match wal.stage_encoded(ring, bytes)? {
+            match wal.stage_encoded(ring, &buf[at..at + need])? {
                 Stage::Staged(_) => {}
                 Stage::Full => {
                     self.blocked = true;

@@ -356,52 +356,57 @@ fn scan_segment(
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut expected = first_seq;
     let mut records = 0u64;
-    let mut window_start = offset;
-    window.clear();
-    let damage: Option<(String, u64)> = loop {
+    let damage: Option<(String, u64)> = 'scan: loop {
         if offset >= segment.len {
             break None;
         }
-        // Keep a whole record (or the rest of the file) in the window.
-        let window_end = window_start + window.len() as u64;
-        if offset + RECORD_BYTES_MAX as u64 > window_end && window_end < segment.len {
-            segment.read(offset, SCAN_WINDOW_BYTES, window)?;
-            window_start = offset;
-        }
-        let view = &window[(offset - window_start) as usize..];
-        match frame::decode(view) {
-            Ok((record, used)) => {
-                if record.seq != expected {
-                    return Err(corrupt(
-                        path,
-                        offset,
-                        expected,
-                        format!("valid crc but seq {} breaks the sequence", record.seq),
-                    ));
-                }
-                visit(record).map_err(io_error("visit record", path))?;
-                records += 1;
-                expected += 1;
-                offset += used as u64;
+        // Refill so that a whole record (or the rest of the file) is in view.
+        segment.read(offset, SCAN_WINDOW_BYTES, window)?;
+        let window_end = offset + window.len() as u64;
+        let mut walk = frame::Records::verified(window);
+        loop {
+            let at = offset;
+            // Near the window's end with more file after it: read on from here.
+            if window_end < segment.len && at + RECORD_BYTES_MAX as u64 > window_end {
+                continue 'scan;
             }
-            Err(e) => {
-                // Everything after the damage, within what can be in flight
-                // (plus one record, to find a valid one that starts inside).
-                let mut tail = Vec::new();
-                segment.read(
-                    offset,
-                    RECOVERY_TORN_WINDOW_BYTES + RECORD_BYTES_MAX + SECTOR_SIZE_BYTES,
-                    &mut tail,
-                )?;
-                let nonzero_end = segment.nonzero_end(offset, window)?;
-                if nonzero_end == offset {
-                    // Zeros to the end: preallocated space, a clean end.
-                    break None;
+            match walk.next() {
+                None => break 'scan None,
+                Some(Ok(record)) => {
+                    if record.seq != expected {
+                        return Err(corrupt(
+                            path,
+                            at,
+                            expected,
+                            format!("valid crc but seq {} breaks the sequence", record.seq),
+                        ));
+                    }
+                    visit(record).map_err(io_error("visit record", path))?;
+                    records += 1;
+                    expected += 1;
+                    offset += record.encoded_len_bytes() as u64;
                 }
-                let within_window = nonzero_end - offset <= RECOVERY_TORN_WINDOW_BYTES as u64;
-                let reason = classify_damage(e, &tail, offset, expected, is_last, within_window)
-                    .map_err(|reason| corrupt(path, offset, expected, reason))?;
-                break Some((reason, nonzero_end));
+                Some(Err(e)) => {
+                    // Everything after the damage, within what can be in
+                    // flight (plus one record, to find a valid one that
+                    // starts inside).
+                    let mut tail = Vec::new();
+                    segment.read(
+                        at,
+                        RECOVERY_TORN_WINDOW_BYTES + RECORD_BYTES_MAX + SECTOR_SIZE_BYTES,
+                        &mut tail,
+                    )?;
+                    let mut scratch = Vec::new();
+                    let nonzero_end = segment.nonzero_end(at, &mut scratch)?;
+                    if nonzero_end == at {
+                        // Zeros to the end: preallocated space, a clean end.
+                        break 'scan None;
+                    }
+                    let within_window = nonzero_end - at <= RECOVERY_TORN_WINDOW_BYTES as u64;
+                    let reason = classify_damage(e, &tail, at, expected, is_last, within_window)
+                        .map_err(|reason| corrupt(path, at, expected, reason))?;
+                    break 'scan Some((reason, nonzero_end));
+                }
             }
         }
     };
@@ -503,10 +508,9 @@ fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize
     let mut at = from;
     while at + RECORD_HEADER_BYTES <= limit {
         let b = &buf[at..];
-        let len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
-        let seq = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
-        if (expected_seq..=seq_max).contains(&seq)
-            && len <= RECORD_PAYLOAD_BYTES_MAX
+        let header = frame::Header::read(b).expect("a header's worth of bytes");
+        if (expected_seq..=seq_max).contains(&header.seq)
+            && header.len_bytes <= RECORD_PAYLOAD_BYTES_MAX
             && frame::decode(b).is_ok()
         {
             return Some(at);

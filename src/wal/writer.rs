@@ -603,9 +603,13 @@ impl WalWriter {
     /// path: the bytes go to disk exactly as they came off the wire). Its
     /// seq must be the next one, which the receiver checked.
     pub fn stage_encoded(&mut self, ring: &mut Ring, record: &[u8]) -> Result<Stage, WalError> {
-        let (seq, _, len) = frame::header_unverified(record).expect("a verified record");
+        let header = frame::Header::read(record).expect("a verified record");
+        let len = header.record_len_bytes();
         assert_eq!(len, record.len());
-        assert_eq!(seq, self.next_seq, "the receiver checks seq continuity");
+        assert_eq!(
+            header.seq, self.next_seq,
+            "the receiver checks seq continuity"
+        );
         if let Some(full) = self.reserve(len) {
             return Ok(full);
         }
@@ -945,9 +949,11 @@ impl WalWriter {
             self.stats
                 .commit_latency_ns
                 .saturating_record(elapsed_ns.max(1));
-            let mut at = chain.data_from;
-            while at < chain.data_end {
-                let (seq, ts, used) = frame::peek_header(&buf[at..chain.data_end]);
+            // This process encoded these records: their bounds are
+            // checked, their crcs trusted.
+            for record in frame::Records::trusted(&buf[chain.data_from..chain.data_end]) {
+                let record = record.expect("a commit buffer holds whole records");
+                let (seq, ts) = (record.seq, record.append_ts_ns);
                 debug_assert!(seq >= chain.first_seq && seq <= chain.last_seq);
                 self.stats.append_to_durable_ns.record(ts, now_ns);
                 if let Some(feed) = self.durable_feed.as_mut() {
@@ -956,7 +962,6 @@ impl WalWriter {
                     }
                     feed.push_back((seq, ts));
                 }
-                at += used;
             }
             self.durable_seq = chain.last_seq;
             self.durable_offset_bytes = chain.file_offset_bytes + chain.data_end as u64;
