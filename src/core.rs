@@ -23,16 +23,14 @@ use std::time::{Duration, Instant};
 
 use crate::constants::RING_SLOTS_MAX;
 use crate::inbox::{Batch, InboxReceiver, Next};
-use crate::io::{Completion, Ring, RingError, RingFlags, pin_current_thread};
+use crate::io::cpu::pin_current_thread;
+use crate::io::{Completion, Io, Kind, Owner, Ring, RingError, RingFlags, Token};
 use crate::latency::Window;
 use crate::ship::{ShipConfig, ShipError, ShipStats, Shipper};
-use crate::wal::writer::WAL_TOKEN_BITS;
 use crate::wal::{Durability, ShardScan, Stage, WalError, WalWriter};
 
-/// Token owners, in the bits above [`WAL_TOKEN_BITS`].
-const TOKEN_WAL: u64 = 1 << WAL_TOKEN_BITS;
-const TOKEN_WAKE: u64 = 2 << WAL_TOKEN_BITS;
-const TOKEN_SHIP: u64 = 3 << WAL_TOKEN_BITS;
+/// The inbox wake-up read's token.
+const TOKEN_WAKE: Token = Token::new(Owner::Inbox, Kind::Wake, 0);
 
 /// What a core tells its owner as it runs. The shipper hangs off
 /// [`DurableListener::on_durable`].
@@ -225,7 +223,7 @@ fn run_fed(
     // error path the ring's drop waits for operations still in flight on the
     // segment's fd, which must stay open until then.
     let (mut wal, recovered) =
-        WalWriter::open(&config.dir, config.shard, config.durability, TOKEN_WAL)?;
+        WalWriter::open(&config.dir, config.shard, config.durability, Owner::Wal)?;
     wal.set_latency_window(config.latency_window.clone());
     let mut ring = Ring::new(config.cpu)?;
     let mut shipper = match &config.ship {
@@ -237,7 +235,6 @@ fn run_fed(
                 ship.clone(),
                 &config.dir,
                 config.shard,
-                TOKEN_SHIP,
                 &mut ring,
                 &mut wal,
             )?)

@@ -52,7 +52,7 @@ use crate::constants::{
     SEND_ZC_IN_FLIGHT_MAX, SPLICE_MIN_BYTES, SPLICE_UNITS_INFLIGHT_MAX,
 };
 use crate::frame;
-use crate::io::{Completion, Ring};
+use crate::io::{Completion, Io, Kind, Owner, Ring, Token};
 use crate::latency::{Recorder, Window};
 use crate::protocol::{self, ACK_BYTES, Hello, WELCOME_BYTES};
 use crate::wal::WalWriter;
@@ -148,21 +148,10 @@ pub struct ShipStats {
     pub append_to_acked_ns: Recorder,
 }
 
-const KIND_SEND: u64 = 1;
-const KIND_RECV: u64 = 2;
-const KIND_SPLICE_IN: u64 = 3;
-const KIND_SPLICE_OUT: u64 = 4;
-const KIND_SEND_ZC: u64 = 5;
-/// The connect thread's eventfd wake-up.
-const KIND_CONNECTED: u64 = 6;
 /// The ring's registered buffer that `zc` mode reads chunks into.
 const ZC_BUFFER: usize = 0;
 /// The first of the WAL's O_DIRECT commit buffers, registered after it.
 const ZC_WAL_FIRST_BUFFER: usize = 1;
-/// Token layout: owner (bits 8..16, from the core) | kind (bits 0..8) |
-/// connection generation (bits 16..), so completions of a dead connection
-/// are recognised and only their buffers are taken back.
-const GENERATION_SHIFT: u32 = 16;
 const ACK_RECV_BYTES: usize = ACK_BYTES * 64;
 
 /// A splice of `[start, end)` of the current segment in progress, a
@@ -241,7 +230,6 @@ pub struct Shipper {
     config: ShipConfig,
     shard: u32,
     dir: PathBuf,
-    token_base: u64,
     stream: Option<TcpStream>,
     generation: u64,
     backoff_ms: u64,
@@ -303,7 +291,6 @@ impl Shipper {
         config: ShipConfig,
         dir: &Path,
         shard: u32,
-        token_base: u64,
         ring: &mut Ring,
         wal: &mut WalWriter,
     ) -> Result<Shipper, ShipError> {
@@ -364,7 +351,6 @@ impl Shipper {
             config,
             shard,
             dir: shard_dir(dir, shard),
-            token_base,
             stream: None,
             generation: 0,
             backoff_ms: RECONNECT_BACKOFF_MIN_MS,
@@ -441,13 +427,13 @@ impl Shipper {
     }
 
     /// True if `token` belongs to this shipper.
-    pub fn owns(&self, token: u64) -> bool {
-        token & 0xff00 == self.token_base
+    pub fn owns(&self, token: Token) -> bool {
+        token.owner == Owner::Sink
     }
 
     /// Connects if due, then sends whatever is durable and not yet sent, and
     /// keeps a read for acks posted. Called every loop iteration.
-    pub fn pump(&mut self, ring: &mut Ring, wal: &mut WalWriter) -> Result<(), ShipError> {
+    pub fn pump(&mut self, ring: &mut impl Io, wal: &mut WalWriter) -> Result<(), ShipError> {
         if self.config.send_mode == SendMode::Splice {
             // Kept only while contiguous and within capacity: a record the
             // table cannot hold is never spliced (see `splice_timed`) but
@@ -481,7 +467,7 @@ impl Shipper {
         }
         if let Some(buf) = self.recv_buf.take() {
             let stream = self.stream.as_ref().expect("connected");
-            if let Err((_, buf)) = ring.recv(stream, buf, self.token(KIND_RECV)) {
+            if let Err((_, buf)) = ring.recv_at(stream, buf, 0, self.token(Kind::AckRecv)) {
                 self.recv_buf = Some(buf);
             }
         }
@@ -529,7 +515,7 @@ impl Shipper {
     }
 
     /// Splices the durable, unsent part of the current segment.
-    fn start_splice(&mut self, ring: &mut Ring, wal: &WalWriter) {
+    fn start_splice(&mut self, ring: &mut impl Io, wal: &WalWriter) {
         if self.inflight_bytes >= SEND_INFLIGHT_BYTES_MAX
             || self.inflight.len() == SEND_INFLIGHT_RECORDS_MAX
             || self.splice_ranges.len() == SPLICE_UNITS_INFLIGHT_MAX
@@ -579,9 +565,9 @@ impl Shipper {
 
     /// Moves the next pipe-full of the unit: file → pipe linked to pipe →
     /// socket, one submission.
-    fn splice_pair(&mut self, ring: &mut Ring) {
-        let token_in = self.token(KIND_SPLICE_IN);
-        let token_out = self.token(KIND_SPLICE_OUT);
+    fn splice_pair(&mut self, ring: &mut impl Io) {
+        let token_in = self.token(Kind::SpliceIn);
+        let token_out = self.token(Kind::SpliceOut);
         let unit = self.splice.as_mut().expect("a unit in progress");
         let (pipe_read, pipe_write, capacity) = self.pipe.as_ref().expect("splice mode has a pipe");
         let len = (unit.end_bytes - unit.next_bytes).min(*capacity as u64) as u32;
@@ -603,8 +589,8 @@ impl Shipper {
 
     /// Sends the `in_pipe` bytes the pipe holds (after a short file → pipe
     /// splice, or a short pipe → socket one).
-    fn splice_out_of_pipe(&mut self, ring: &mut Ring, in_pipe: u32) {
-        let token = self.token(KIND_SPLICE_OUT);
+    fn splice_out_of_pipe(&mut self, ring: &mut impl Io, in_pipe: u32) {
+        let token = self.token(Kind::SpliceOut);
         let unit = self.splice.as_mut().expect("a unit in progress");
         let (pipe_read, _, _) = self.pipe.as_ref().expect("splice mode has a pipe");
         let stream = self.stream.as_ref().expect("connected");
@@ -616,17 +602,17 @@ impl Shipper {
     /// One completion of the unit in progress. The next pipe-full starts
     /// once both halves of the current one have completed, in whichever
     /// order their completions are handled.
-    fn on_splice(&mut self, ring: &mut Ring, kind: u64, result: i32) -> Result<(), ShipError> {
+    fn on_splice(&mut self, ring: &mut impl Io, kind: Kind, result: i32) -> Result<(), ShipError> {
         let unit = self.splice.as_mut().expect("a unit in progress");
         unit.ops -= 1;
         match (kind, result) {
-            (KIND_SPLICE_IN, n) if n > 0 => {
+            (Kind::SpliceIn, n) if n > 0 => {
                 // A short read into the pipe cancels the linked send; what
                 // the pipe holds goes out on its own below.
                 unit.next_bytes += n as u64;
                 unit.piped_bytes += n as u64;
             }
-            (KIND_SPLICE_IN, n) if n < 0 && n != -libc::EPIPE => {
+            (Kind::SpliceIn, n) if n < 0 && n != -libc::EPIPE => {
                 let path = self
                     .position
                     .as_ref()
@@ -639,8 +625,8 @@ impl Shipper {
             }
             // Cancelled because the read into the pipe was short (or
             // failed, which its own completion reports): nothing was sent.
-            (KIND_SPLICE_OUT, n) if n == -libc::ECANCELED => {}
-            (KIND_SPLICE_OUT, n) if n > 0 => {
+            (Kind::SpliceOut, n) if n == -libc::ECANCELED => {}
+            (Kind::SpliceOut, n) if n > 0 => {
                 unit.sent_bytes += n as u64;
                 self.stats.splice_bytes += n as u64;
                 self.stats.sent_bytes += n as u64;
@@ -676,8 +662,10 @@ impl Shipper {
         Ok(())
     }
 
-    fn token(&self, kind: u64) -> u64 {
-        self.token_base | kind | self.generation << GENERATION_SHIFT
+    /// A token of this connection's generation, so that completions of a
+    /// dead connection are recognised and only their buffers taken back.
+    fn token(&self, kind: Kind) -> Token {
+        Token::new(Owner::Sink, kind, self.generation as u32)
     }
 
     fn schedule_retry(&mut self) {
@@ -761,7 +749,7 @@ impl Shipper {
     /// handshake timeouts), then positions the read cursor after the peer's
     /// durable seq. Transient failures schedule a retry; only a gap or a
     /// diverged peer is an error.
-    fn connect(&mut self, ring: &mut Ring) {
+    fn connect(&mut self, ring: &mut impl Io) {
         if self.connector.pending {
             return;
         }
@@ -784,9 +772,11 @@ impl Shipper {
         let Some(buf) = self.connector.read_buf.take() else {
             return;
         };
-        if let Err((_, buf)) =
-            ring.read(&*self.connector.wake, buf, self.token_base | KIND_CONNECTED)
-        {
+        if let Err((_, buf)) = ring.read(
+            &*self.connector.wake,
+            buf,
+            Token::new(Owner::Sink, Kind::Connected, 0),
+        ) {
             self.connector.read_buf = Some(buf);
             self.schedule_retry();
             return;
@@ -851,7 +841,8 @@ impl Shipper {
             Err(e) => return Err(e),
         };
         if self.config.send_mode == SendMode::Splice {
-            self.pipe = Some(crate::io::splice_pipe(SEND_CHUNK_BYTES).map_err(ShipError::Pipe)?);
+            self.pipe =
+                Some(crate::io::pipe::splice_pipe(SEND_CHUNK_BYTES).map_err(ShipError::Pipe)?);
         }
         self.position = Some(position);
         self.send_seq = peer_seq + 1;
@@ -957,7 +948,7 @@ impl Shipper {
     /// Reads the next chunk of durable records and sends it: with io_uring
     /// SEND from the shipper's buffer (`copy`, and `splice` for a backlog),
     /// or with SEND_ZC from the ring's registered buffer (`zc`).
-    fn send_next_chunk(&mut self, ring: &mut Ring, wal: &WalWriter) -> Result<(), ShipError> {
+    fn send_next_chunk(&mut self, ring: &mut impl Io, wal: &WalWriter) -> Result<(), ShipError> {
         let zc = self.config.send_mode == SendMode::Zc;
         loop {
             let window_bytes = SEND_INFLIGHT_BYTES_MAX.saturating_sub(self.inflight_bytes);
@@ -1037,7 +1028,7 @@ impl Shipper {
                     buf.truncate(used);
                     self.stats.copy_bytes += used as u64;
                     let stream = self.stream.as_ref().expect("connected");
-                    if ring.send(stream, buf, 0, self.token(KIND_SEND)).is_err() {
+                    if ring.send(stream, buf, 0, self.token(Kind::Send)).is_err() {
                         panic!("ring full: RING_SLOTS_MAX must cover the shipper");
                     }
                 }
@@ -1059,12 +1050,12 @@ impl Shipper {
 
     /// Sends bytes `[from, from + used)` of registered buffer `index` with
     /// SEND_ZC; the buffer is the kernel's until the notification.
-    fn send_zc_chunk(&mut self, ring: &mut Ring, index: usize, from: usize, used: usize) {
+    fn send_zc_chunk(&mut self, ring: &mut impl Io, index: usize, from: usize, used: usize) {
         self.chunk_taken(used);
         self.stats.zc_bytes += used as u64;
         self.zc_from = (index, from);
         let stream = self.stream.as_ref().expect("connected");
-        ring.send_zc_fixed(stream, index, from, used, self.token(KIND_SEND_ZC))
+        ring.send_zc_fixed(stream, index, from, used, self.token(Kind::SendZc))
             .expect("ring slots cover the shipper");
         self.zc_ops += 1;
     }
@@ -1160,7 +1151,7 @@ impl Shipper {
     /// and says whether the kernel copied after all.
     fn on_send_zc(
         &mut self,
-        ring: &mut Ring,
+        ring: &mut impl Io,
         c: &Completion,
         current: bool,
     ) -> Result<(), ShipError> {
@@ -1193,7 +1184,7 @@ impl Shipper {
                 index,
                 from + sent,
                 len - sent,
-                self.token(KIND_SEND_ZC),
+                self.token(Kind::SendZc),
             )
             .expect("ring slots cover the shipper");
             self.zc_ops += 1;
@@ -1271,10 +1262,10 @@ impl Shipper {
     }
 
     /// Handles one of this shipper's completions.
-    pub fn on_completion(&mut self, ring: &mut Ring, c: Completion) -> Result<(), ShipError> {
-        let kind = c.token & 0xff;
-        let current = c.token >> GENERATION_SHIFT == self.generation && self.stream.is_some();
-        if kind == KIND_CONNECTED {
+    pub fn on_completion(&mut self, ring: &mut impl Io, c: Completion) -> Result<(), ShipError> {
+        let kind = c.token.kind;
+        let current = c.token.index == self.generation as u32 && self.stream.is_some();
+        if kind == Kind::Connected {
             self.connector.read_buf = c.buf;
             self.connector.pending = false;
             self.connector.done = Some(
@@ -1285,10 +1276,10 @@ impl Shipper {
             );
             return Ok(());
         }
-        if kind == KIND_SEND_ZC {
+        if kind == Kind::SendZc {
             return self.on_send_zc(ring, &c, current);
         }
-        if kind == KIND_SPLICE_IN || kind == KIND_SPLICE_OUT {
+        if kind == Kind::SpliceIn || kind == Kind::SpliceOut {
             if !current {
                 self.stale_ops -= 1;
                 return Ok(());
@@ -1297,7 +1288,7 @@ impl Shipper {
         }
         let buf = c.buf.expect("send and recv hand their buffer back");
         match kind {
-            KIND_SEND => {
+            Kind::Send => {
                 if !current {
                     self.send_progress = None;
                     self.send_buf = Some(buf);
@@ -1306,14 +1297,17 @@ impl Shipper {
                 match self.send_result(c.result) {
                     Some(sent) => {
                         let stream = self.stream.as_ref().expect("current implies connected");
-                        if ring.send(stream, buf, sent, self.token(KIND_SEND)).is_err() {
+                        if ring
+                            .send(stream, buf, sent, self.token(Kind::Send))
+                            .is_err()
+                        {
                             panic!("ring full: RING_SLOTS_MAX must cover the shipper");
                         }
                     }
                     None => self.send_buf = Some(buf),
                 }
             }
-            KIND_RECV => {
+            Kind::AckRecv => {
                 let n = c.result;
                 let parsed = if current && n > 0 {
                     Some(self.parse_acks(&buf[..n as usize]))
@@ -1331,7 +1325,7 @@ impl Shipper {
                     None => self.disconnect(&io::Error::from_raw_os_error(-n).to_string()),
                 }
             }
-            other => panic!("unknown shipper completion kind {other}"),
+            other => panic!("unknown shipper completion kind {other:?}"),
         }
         Ok(())
     }

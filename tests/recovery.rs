@@ -88,7 +88,8 @@ fn clean() {
         stdout(&v)
     );
     // Reopening continues the sequence.
-    let (writer, _) = WalWriter::open(tmp.path(), 0, Durability::Fsync, 1 << 8).unwrap();
+    let (writer, _) =
+        WalWriter::open(tmp.path(), 0, Durability::Fsync, ringship::io::Owner::Wal).unwrap();
     assert_eq!(writer.next_seq(), N + 1);
     assert_eq!(writer.durable_seq(), N);
 }
@@ -195,7 +196,7 @@ fn corrupt_middle_is_refused_with_segment_and_offset() {
     assert!(msg.contains(&format!("byte offset {at}")), "{msg}");
     // The writer refuses too, and leaves the file untouched.
     let before = std::fs::read(&seg).unwrap();
-    assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, 1 << 8).is_err());
+    assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, ringship::io::Owner::Wal).is_err());
     let out = run(&[
         "ship",
         "--dir",
@@ -277,7 +278,7 @@ fn gap_in_segment_sequence_is_refused() {
         "{}",
         stderr(&v)
     );
-    assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, 1 << 8).is_err());
+    assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, ringship::io::Owner::Wal).is_err());
 }
 
 #[test]
@@ -509,7 +510,8 @@ fn records_only_the_page_cache_holds_are_not_trusted() {
     assert_eq!(scan(&wal).unwrap().records, N);
     // But a writer reopening the WAL reads the disk: nothing valid after
     // the header, so a torn tail, cut.
-    let (writer, recovered) = WalWriter::open(&wal, 0, Durability::Fsync, 1 << 8).unwrap();
+    let (writer, recovered) =
+        WalWriter::open(&wal, 0, Durability::Fsync, ringship::io::Owner::Wal).unwrap();
     assert_eq!(
         recovered.records, 0,
         "the writer trusted records only the page cache held"

@@ -227,7 +227,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
     // Held until the run (and its report) is done.
     let _wake_limit = config
         .cpu_dma_latency_us
-        .map(crate::io::CpuDmaLatency::hold)
+        .map(crate::io::cpu::CpuDmaLatency::hold)
         .transpose()
         .map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -237,7 +237,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
             };
             BenchError(format!(
                 "--cpu-dma-latency: cannot hold {}: {e}{hint}",
-                crate::io::CPU_DMA_LATENCY_PATH
+                crate::io::cpu::CPU_DMA_LATENCY_PATH
             ))
         })?;
     let (user_before, sys_before, _) = rusage();
@@ -491,7 +491,7 @@ fn drive(
                 let base_seq = core.base_seq;
                 let record_bytes = config.record_bytes;
                 scope.spawn(move || {
-                    let _ = crate::io::pin_current_thread(cpu);
+                    let _ = crate::io::cpu::pin_current_thread(cpu);
                     let acks = AckWindow::new(&watch, base_seq, record_bytes);
                     let generated = generate(
                         &sender,

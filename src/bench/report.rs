@@ -293,7 +293,7 @@ pub(crate) fn build(
             },
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             peer: config.peer.map(|p| p.to_string()),
-            cpu_dma_latency_us: crate::io::cpu_dma_latency_us(),
+            cpu_dma_latency_us: crate::io::cpu::cpu_dma_latency_us(),
         },
         results: Results {
             offered_records: driven.load_records,

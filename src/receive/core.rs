@@ -33,25 +33,17 @@ use crate::constants::{
     ACK_SEND_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, RECEIVER_IOWQ_WORKERS_MAX,
     RECEIVER_SLOTS_PER_CONNECTION,
 };
-use crate::io::{Completion, Ring, Timespec, pin_current_thread};
+use crate::io::cpu::pin_current_thread;
+use crate::io::{Completion, Io, Kind, Owner, Ring, Timespec, Token};
 use crate::protocol::{self, ACK_BYTES, Hello};
 use crate::wal::WalWriter;
-use crate::wal::writer::WAL_TOKEN_BITS;
-
-/// A connection's tokens: `(slot + 1) << CONN_SHIFT`, with the WAL's bits
-/// and these kinds below. Owner 0 is the core's own admission wake-up.
-const CONN_SHIFT: u32 = 16;
-const CONN_MASK: u64 = !((1 << CONN_SHIFT) - 1);
-const KIND_RECV: u64 = 1 << WAL_TOKEN_BITS;
-const KIND_ACK: u64 = 2 << WAL_TOKEN_BITS;
-const KIND_ACK_TIMEOUT: u64 = 3 << WAL_TOKEN_BITS;
 
 /// See [`ACK_SEND_TIMEOUT_MS`]; static because the kernel reads it at submit.
 static ACK_SEND_TIMEOUT: Timespec = Timespec::new()
     .sec(ACK_SEND_TIMEOUT_MS / 1000)
     .nsec((ACK_SEND_TIMEOUT_MS % 1000) as u32 * 1_000_000);
-const TOKEN_ADMIT: u64 = 0;
-const _: () = assert!(WAL_TOKEN_BITS + 2 <= CONN_SHIFT);
+/// The admission wake-up read's token.
+const TOKEN_ADMIT: Token = Token::new(Owner::Admission, Kind::Wake, 0);
 
 /// A connection that passed the handshake, with its WAL open and its
 /// welcome sent, on its way to a core.
@@ -227,18 +219,18 @@ impl Core {
             completions.clear();
             self.ring.reap(&mut completions);
             for completion in completions.drain(..) {
-                let owner = completion.token >> CONN_SHIFT;
-                if owner == 0 {
+                let Owner::Connection(slot) = completion.token.owner else {
                     // An eventfd read only fails if the fd is broken: a bug.
                     assert!(
                         completion.result >= 0,
                         "eventfd read: {}",
                         completion.result
                     );
+                    assert_eq!(completion.token, TOKEN_ADMIT, "unknown token");
                     self.wake_buf = completion.buf;
                     continue;
-                }
-                let conn = self.conns[owner as usize - 1]
+                };
+                let conn = self.conns[slot as usize]
                     .as_mut()
                     .expect("a completion for a retired connection");
                 conn.on_completion(&mut self.ring, completion);
@@ -264,8 +256,8 @@ impl Core {
                     self.conns.len() - 1
                 }
             };
-            let base = (slot as u64 + 1) << CONN_SHIFT;
-            self.conns[slot] = Some(Conn::new(admitted, base, self.shared.clone()));
+            let owner = Owner::Connection(slot as u32);
+            self.conns[slot] = Some(Conn::new(admitted, owner, self.shared.clone()));
         }
     }
 
@@ -292,7 +284,8 @@ impl Core {
 
 /// One connection on a core: its socket, its WAL and its acks.
 struct Conn {
-    base: u64,
+    /// Who this connection's completions (its WAL's included) go to.
+    owner: Owner,
     peer: SocketAddr,
     hello: Hello,
     stream: TcpStream,
@@ -315,7 +308,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(admitted: Admitted, base: u64, shared: Arc<Shared>) -> Conn {
+    fn new(admitted: Admitted, owner: Owner, shared: Arc<Shared>) -> Conn {
         let Admitted {
             stream,
             reader,
@@ -324,10 +317,10 @@ impl Conn {
             mut wal,
             registration,
         } = admitted;
-        wal.rebase_tokens(base);
+        wal.set_owner(owner);
         let durable_seq = wal.durable_seq();
         let conn = Conn {
-            base,
+            owner,
             peer,
             hello,
             source: SocketSource::new(reader, shared, durable_seq),
@@ -346,7 +339,7 @@ impl Conn {
     }
 
     /// One turn of the loop for this connection.
-    fn step(&mut self, ring: &mut Ring) {
+    fn step(&mut self, ring: &mut impl Io) {
         if self.failed.is_none() {
             let staged = loop {
                 if let Err(e) = self.source.stage(&mut self.wal, ring) {
@@ -366,7 +359,9 @@ impl Conn {
                 }
             };
             match staged {
-                Ok(()) => self.source.arm(ring, self.base | KIND_RECV),
+                Ok(()) => self
+                    .source
+                    .arm(ring, Token::new(self.owner, Kind::RecordRecv, 0)),
                 Err(e) => self.fail(e.to_string()),
             }
         }
@@ -374,7 +369,7 @@ impl Conn {
     }
 
     /// Sends the latest durable seq if it moved and no ack is in flight.
-    fn send_ack(&mut self, ring: &mut Ring) {
+    fn send_ack(&mut self, ring: &mut impl Io) {
         if self.ack_dead || self.ack_buf.is_none() {
             return;
         }
@@ -391,28 +386,28 @@ impl Conn {
     /// Sends `buf[from..]`, the rest of an ack. A shipper that stops reading
     /// must not hold the connection (and the receiver's stop) forever: the
     /// send gives up after ACK_SEND_TIMEOUT_MS.
-    fn push_ack(&mut self, ring: &mut Ring, buf: Vec<u8>, from: usize) {
+    fn push_ack(&mut self, ring: &mut impl Io, buf: Vec<u8>, from: usize) {
         self.ack_sent_bytes = from;
         match ring.send_with_timeout(
             &self.stream,
             buf,
             from,
-            self.base | KIND_ACK,
+            Token::new(self.owner, Kind::AckSend, 0),
             &ACK_SEND_TIMEOUT,
-            self.base | KIND_ACK_TIMEOUT,
+            Token::new(self.owner, Kind::AckTimeout, 0),
         ) {
             Ok(()) => self.ack_timeout_pending = true,
             Err(_) => panic!("ring full: RECEIVER_SLOTS_PER_CONNECTION covers the ack"),
         }
     }
 
-    fn on_completion(&mut self, ring: &mut Ring, completion: Completion) {
-        let kind = completion.token & !CONN_MASK;
-        if kind == KIND_RECV {
+    fn on_completion(&mut self, ring: &mut impl Io, completion: Completion) {
+        let kind = completion.token.kind;
+        if kind == Kind::RecordRecv {
             self.source.on_completion(completion);
-        } else if kind == KIND_ACK_TIMEOUT {
+        } else if kind == Kind::AckTimeout {
             self.ack_timeout_pending = false;
-        } else if kind == KIND_ACK {
+        } else if kind == Kind::AckSend {
             let buf = completion.buf.expect("a send hands its buffer back");
             let sent = self.ack_sent_bytes + completion.result.max(0) as usize;
             if completion.result <= 0 {
@@ -451,7 +446,7 @@ impl Conn {
     /// shipper is gone, or the WAL failed).
     fn is_done(&self, ring: &Ring) -> bool {
         if self.failed.is_some() {
-            return ring.in_flight_for(self.base, CONN_MASK) == 0;
+            return ring.in_flight_for(self.owner) == 0;
         }
         self.source.is_finished()
             && self.wal.is_idle()

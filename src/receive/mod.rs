@@ -337,7 +337,7 @@ fn admit(
         &config.dir.join(&hello.source),
         hello.shard,
         config.durability,
-        0,
+        crate::io::Owner::Connection(0),
     );
     let mut wal = match opened {
         Ok((wal, _)) => wal,

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::{ServeError, Shared};
 use crate::constants::{RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECV_BUFFER_BYTES};
 use crate::frame;
-use crate::io::{Completion, Ring};
+use crate::io::{Completion, Io, Token};
 use crate::protocol::{self, ProtocolError};
 use crate::wal::{Stage, WalError, WalWriter};
 
@@ -54,7 +54,7 @@ impl SocketSource {
     }
 
     /// Posts a RECV with `token` if none is in flight and reading goes on.
-    pub(super) fn arm(&mut self, ring: &mut Ring, token: u64) {
+    pub(super) fn arm(&mut self, ring: &mut impl Io, token: Token) {
         if self.ended || self.blocked {
             return;
         }
@@ -79,7 +79,11 @@ impl SocketSource {
 
     /// Stages verified records into the WAL until none are left or the WAL
     /// is full (backpressure: no read is posted while the buffer is full).
-    pub(super) fn stage(&mut self, wal: &mut WalWriter, ring: &mut Ring) -> Result<(), WalError> {
+    pub(super) fn stage(
+        &mut self,
+        wal: &mut WalWriter,
+        ring: &mut impl Io,
+    ) -> Result<(), WalError> {
         let Some(buf) = self.buf.as_ref() else {
             return Ok(()); // the kernel holds it
         };

@@ -54,7 +54,7 @@ use crate::constants::{
     INLINE_COMMIT_IDLE_US, PAGE_SIZE_BYTES, SEGMENT_SIZE_BYTES,
 };
 use crate::frame::{self, encoded_len_bytes};
-use crate::io::{Completion, Ring};
+use crate::io::{Completion, Io, Kind, Owner, Token};
 use crate::latency::{Recorder, Window};
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::{self, SegmentHeader, create_segment, preallocate, shard_dir};
@@ -95,7 +95,7 @@ struct Chain {
     state: ChainState,
     /// The commit's bytes: a heap buffer (page-cache writes; the kernel
     /// holds it between submit and the write's completion) or, for O_DIRECT
-    /// segments, a registered buffer of the ring.
+    /// segments, a registered buffer of the io.
     buf: Option<Vec<u8>>,
     fixed: Option<usize>,
     /// Set while the kernel holds the buffer (between submit and the write's
@@ -135,7 +135,7 @@ impl Chain {
 }
 
 /// O_DIRECT state: the WAL's commit buffers are registered buffers
-/// `first..first + DIRECT_COMMIT_BUFFERS_COUNT` of the core's ring.
+/// `first..first + DIRECT_COMMIT_BUFFERS_COUNT` of the core's io.
 struct Direct {
     /// The buffer being filled: `carried` bytes copied from the page the
     /// previous commit ended in, then staged records, `len` bytes in all.
@@ -173,11 +173,11 @@ impl Direct {
     /// A buffer to fill next: a free one, else the oldest kept commit that no
     /// send holds. `None` only while sends hold every kept buffer, which
     /// [`WalWriter::retained`] keeps from happening.
-    fn take_buffer(&mut self, ring: &Ring) -> Option<usize> {
+    fn take_buffer(&mut self, io: &impl Io) -> Option<usize> {
         if let Some(index) = self.free.pop() {
             return Some(index);
         }
-        let at = self.kept.iter().position(|k| !ring.fixed_in_use(k.index))?;
+        let at = self.kept.iter().position(|k| !io.fixed_in_use(k.index))?;
         self.kept.remove(at).map(|k| k.index)
     }
 }
@@ -225,12 +225,13 @@ impl WalStats {
     }
 }
 
-/// The WAL of one shard, driven by its core's ring.
+/// The WAL of one shard, driven by its core's io.
 pub struct WalWriter {
     shard: u32,
     dir: PathBuf,
     durability: Durability,
-    token_base: u64,
+    /// Who this WAL's completions go to.
+    owner: Owner,
     file: File,
     segment_path: PathBuf,
     segment_first_seq: u64,
@@ -261,13 +262,6 @@ pub struct WalWriter {
     stats: WalStats,
 }
 
-/// Tokens are `token_base | chain << 1 | kind`.
-const TOKEN_KIND_WRITE: u64 = 0;
-const TOKEN_KIND_SYNC: u64 = 1;
-/// Low bits of a token the WAL uses; the caller tags the rest.
-pub const WAL_TOKEN_BITS: u32 = 8;
-const _: () = assert!((COMMIT_CHAINS_MAX as u64) << 1 < 1 << WAL_TOKEN_BITS);
-
 impl WalWriter {
     /// Opens (recovering) or creates the WAL of `shard` under `dir`.
     ///
@@ -278,9 +272,8 @@ impl WalWriter {
         dir: &Path,
         shard: u32,
         durability: Durability,
-        token_base: u64,
+        owner: Owner,
     ) -> Result<(WalWriter, ShardScan), WalError> {
-        assert_eq!(token_base & ((1 << WAL_TOKEN_BITS) - 1), 0);
         let sdir = shard_dir(dir, shard);
         std::fs::create_dir_all(&sdir).map_err(|source| WalError::Io {
             op: "create shard directory",
@@ -354,7 +347,7 @@ impl WalWriter {
             shard,
             dir: sdir,
             durability,
-            token_base,
+            owner,
             file,
             segment_path,
             segment_first_seq,
@@ -382,7 +375,11 @@ impl WalWriter {
     /// Call right after [`WalWriter::open`]. Returns false, leaving the WAL
     /// as it was, when the filesystem refuses O_DIRECT (tmpfs before Linux
     /// 6.6, for one); [`WalWriter::supports_direct`] asks first.
-    pub fn enable_direct(&mut self, ring: &mut Ring, first_index: usize) -> Result<bool, WalError> {
+    pub fn enable_direct(
+        &mut self,
+        io: &mut impl Io,
+        first_index: usize,
+    ) -> Result<bool, WalError> {
         assert!(self.is_idle() && self.direct.is_none());
         let file = match open_direct(&self.segment_path) {
             Ok(file) => file,
@@ -398,7 +395,7 @@ impl WalWriter {
         // The first commit rewrites the page the data ends in: start the
         // buffer with that page's bytes so far.
         let carried = (self.write_offset_bytes % PAGE_SIZE_BYTES as u64) as usize;
-        let buf = ring.fixed_buf_mut(first_index).expect("unused at start-up");
+        let buf = io.fixed_buf_mut(first_index).expect("unused at start-up");
         self.file
             .read_exact_at(
                 &mut buf[..carried],
@@ -425,15 +422,14 @@ impl WalWriter {
         Ok(true)
     }
 
-    /// Moves this WAL's completion tokens to `token_base` (a receiver core
+    /// Sends this WAL's completions to `owner` from now on (a receiver core
     /// gives each connection's WAL its own). Only while idle.
-    pub fn rebase_tokens(&mut self, token_base: u64) {
+    pub fn set_owner(&mut self, owner: Owner) {
         assert!(
             self.is_idle(),
             "tokens of operations in flight would be lost"
         );
-        assert_eq!(token_base & ((1 << WAL_TOKEN_BITS) - 1), 0);
-        self.token_base = token_base;
+        self.owner = owner;
     }
 
     /// True if the current segment opens with O_DIRECT.
@@ -461,7 +457,7 @@ impl WalWriter {
     /// more than [`DIRECT_SHIP_PINNED_MAX`] (the caller reads them instead).
     pub fn retained(
         &self,
-        ring: &Ring,
+        io: &impl Io,
         segment_first_seq: u64,
         offset_bytes: u64,
     ) -> Option<Retained> {
@@ -469,14 +465,14 @@ impl WalWriter {
         let pinned = direct
             .kept
             .iter()
-            .filter(|k| ring.fixed_in_use(k.index))
+            .filter(|k| io.fixed_in_use(k.index))
             .count();
         let kept = direct.kept.iter().rev().find(|k| {
             k.segment_first_seq == segment_first_seq
                 && k.file_offset_bytes <= offset_bytes
                 && offset_bytes < k.file_offset_bytes + k.data_bytes as u64
         })?;
-        if !ring.fixed_in_use(kept.index) && pinned >= DIRECT_SHIP_PINNED_MAX {
+        if !io.fixed_in_use(kept.index) && pinned >= DIRECT_SHIP_PINNED_MAX {
             return None;
         }
         let from = (offset_bytes - kept.file_offset_bytes) as usize;
@@ -578,7 +574,7 @@ impl WalWriter {
     /// the core's: O_DIRECT commit buffers are its registered buffers.
     pub fn stage(
         &mut self,
-        ring: &mut Ring,
+        io: &mut impl Io,
         append_ts_ns: u64,
         payload: &[u8],
     ) -> Result<Stage, WalError> {
@@ -590,7 +586,7 @@ impl WalWriter {
         match self.direct.as_mut() {
             None => frame::encode_into(&mut self.staging, seq, append_ts_ns, payload),
             Some(d) => {
-                let buf = ring
+                let buf = io
                     .fixed_buf_mut(d.staging)
                     .expect("staging is never in flight");
                 d.len += frame::encode_at(&mut buf[d.len..], seq, append_ts_ns, payload);
@@ -602,7 +598,7 @@ impl WalWriter {
     /// Stages a record that is already encoded and verified (the receiver's
     /// path: the bytes go to disk exactly as they came off the wire). Its
     /// seq must be the next one, which the receiver checked.
-    pub fn stage_encoded(&mut self, ring: &mut Ring, record: &[u8]) -> Result<Stage, WalError> {
+    pub fn stage_encoded(&mut self, io: &mut impl Io, record: &[u8]) -> Result<Stage, WalError> {
         let header = frame::Header::read(record).expect("a verified record");
         let len = header.record_len_bytes();
         assert_eq!(len, record.len());
@@ -616,7 +612,7 @@ impl WalWriter {
         match self.direct.as_mut() {
             None => self.staging.extend_from_slice(record),
             Some(d) => {
-                let buf = ring
+                let buf = io
                     .fixed_buf_mut(d.staging)
                     .expect("staging is never in flight");
                 buf[d.len..d.len + len].copy_from_slice(record);
@@ -659,7 +655,7 @@ impl WalWriter {
     /// none` after an idle spell, writes them inline: see
     /// [`INLINE_COMMIT_BYTES_MAX`]), and rotates the segment once a pending
     /// rotation's barrier is reached.
-    pub fn pump(&mut self, ring: &mut Ring) -> Result<Pumped, WalError> {
+    pub fn pump(&mut self, io: &mut impl Io) -> Result<Pumped, WalError> {
         let mut pumped = Pumped::default();
         if self.staged_bytes() > 0
             && let Some(index) = self.chains[..self.chains_max()]
@@ -667,9 +663,9 @@ impl WalWriter {
                 .position(|c| c.state == ChainState::Idle)
         {
             if self.inline_ok() {
-                pumped.durable_seq = self.commit_inline(ring, index)?;
+                pumped.durable_seq = self.commit_inline(io, index)?;
             } else {
-                self.submit(ring, index);
+                self.submit(io, index);
             }
         }
         if self.rotate_pending && self.staged_bytes() == 0 && self.order.is_empty() {
@@ -693,12 +689,12 @@ impl WalWriter {
 
     /// Writes staging with pwrite on this thread, as chain `index`, and
     /// moves the watermark over it.
-    fn commit_inline(&mut self, ring: &Ring, index: usize) -> Result<Option<u64>, WalError> {
+    fn commit_inline(&mut self, io: &mut impl Io, index: usize) -> Result<Option<u64>, WalError> {
         let submitted = Instant::now();
         let offset = self.write_offset_bytes;
         // Staging is swapped out only once written, so a failed write leaves
         // the WAL as it was: the records still staged, nothing durable.
-        if let Err(source) = self.file.write_all_at(&self.staging, offset) {
+        if let Err(source) = io.write_now(&self.file, &self.staging, offset) {
             if source.raw_os_error() == Some(libc::ENOSPC) {
                 return Err(WalError::DiskFull {
                     path: self.segment_path.clone(),
@@ -730,10 +726,10 @@ impl WalWriter {
         self.write_offset_bytes += self.chains[index].data_end as u64;
         self.order.push_back(index);
         self.stats.commits += 1;
-        Ok(self.advance(ring))
+        Ok(self.advance(io))
     }
 
-    fn submit(&mut self, ring: &mut Ring, index: usize) {
+    fn submit(&mut self, io: &mut impl Io, index: usize) {
         let mut chain = Chain {
             state: ChainState::InFlight,
             buf_in_kernel: true,
@@ -753,20 +749,18 @@ impl WalWriter {
             Some(d) => {
                 // Sends hold every kept buffer: submit once one is let go
                 // (its notification is a completion, so the loop comes back).
-                let Some(next) = d.take_buffer(ring) else {
+                let Some(next) = d.take_buffer(io) else {
                     return;
                 };
                 let (index, data_end) = (d.staging, d.len);
                 let write_bytes = data_end.next_multiple_of(PAGE_SIZE_BYTES);
-                let buf = ring
-                    .fixed_buf_mut(index)
-                    .expect("staging is never in flight");
+                let buf = io.fixed_buf_mut(index).expect("staging is never in flight");
                 buf[data_end..write_bytes].fill(0);
                 // The next commit starts by rewriting this one's last page.
                 let carried = data_end % PAGE_SIZE_BYTES;
                 let mut page = [0u8; PAGE_SIZE_BYTES];
                 page[..carried].copy_from_slice(&buf[data_end - carried..data_end]);
-                ring.fixed_buf_mut(next).expect("taken buffers are unused")[..carried]
+                io.fixed_buf_mut(next).expect("taken buffers are unused")[..carried]
                     .copy_from_slice(&page[..carried]);
                 chain.fixed = Some(index);
                 chain.file_offset_bytes = self.write_offset_bytes - d.carried as u64;
@@ -781,18 +775,21 @@ impl WalWriter {
         self.chains[index] = chain;
         self.order.push_back(index);
         self.stats.commits += 1;
-        self.push_chain(ring, index, buf);
+        self.push_chain(io, index, buf);
     }
 
-    fn push_chain(&mut self, ring: &mut Ring, index: usize, buf: Option<Vec<u8>>) {
+    fn push_chain(&mut self, io: &mut impl Io, index: usize, buf: Option<Vec<u8>>) {
         let chain = &self.chains[index];
-        let write_token = self.token_base | (index as u64) << 1 | TOKEN_KIND_WRITE;
-        let sync_token = (self.durability == Durability::Fsync)
-            .then_some(self.token_base | (index as u64) << 1 | TOKEN_KIND_SYNC);
+        let write_token = Token::new(self.owner, Kind::WalWrite, index as u32);
+        let sync_token = (self.durability == Durability::Fsync).then_some(Token::new(
+            self.owner,
+            Kind::WalSync,
+            index as u32,
+        ));
         // Ring slots are sized for every chain at once (constants.rs), so a
         // full ring here is a programmer error.
         let pushed = match (buf, chain.fixed) {
-            (Some(buf), None) => ring
+            (Some(buf), None) => io
                 .write_then_datasync(
                     &self.file,
                     buf,
@@ -802,7 +799,7 @@ impl WalWriter {
                     sync_token,
                 )
                 .is_ok(),
-            (None, Some(fixed)) => ring
+            (None, Some(fixed)) => io
                 .write_fixed_then_datasync(
                     &self.file,
                     fixed,
@@ -822,23 +819,23 @@ impl WalWriter {
     }
 
     /// True if `token` belongs to this WAL.
-    pub fn owns(&self, token: u64) -> bool {
-        token & !((1 << WAL_TOKEN_BITS) - 1) == self.token_base
+    pub fn owns(&self, token: Token) -> bool {
+        token.owner == self.owner && matches!(token.kind, Kind::WalWrite | Kind::WalSync)
     }
 
     /// Handles one completion of this WAL. Returns the new durable seq when
     /// the watermark advanced, so the caller can wake consumers at once.
     pub fn on_completion(
         &mut self,
-        ring: &mut Ring,
+        io: &mut impl Io,
         completion: Completion,
     ) -> Result<Option<u64>, WalError> {
-        let low = completion.token & ((1 << WAL_TOKEN_BITS) - 1);
-        let index = (low >> 1) as usize;
-        let kind = low & 1;
+        assert!(self.owns(completion.token));
+        let index = completion.token.index as usize;
+        let kind = completion.token.kind;
         assert!(index < COMMIT_CHAINS_MAX);
         let result = completion.result;
-        if kind == TOKEN_KIND_WRITE {
+        if kind == Kind::WalWrite {
             let chain = &mut self.chains[index];
             assert!(matches!(chain.state, ChainState::InFlight));
             assert!(chain.buf_in_kernel);
@@ -876,7 +873,7 @@ impl WalWriter {
                 match self.durability {
                     // The linked sync was cancelled; its completion follows.
                     Durability::Fsync => chain.state = ChainState::ShortWrite,
-                    Durability::None => self.resubmit(ring, index),
+                    Durability::None => self.resubmit(io, index),
                 }
                 return Ok(None);
             }
@@ -887,7 +884,7 @@ impl WalWriter {
             let chain = &mut self.chains[index];
             match chain.state {
                 ChainState::ShortWrite if result == -libc::ECANCELED => {
-                    self.resubmit(ring, index);
+                    self.resubmit(io, index);
                     return Ok(None);
                 }
                 ChainState::InFlight | ChainState::ShortWrite if result < 0 => {
@@ -908,10 +905,10 @@ impl WalWriter {
                 state => panic!("sync completion in state {state:?}"),
             }
         }
-        Ok(self.advance(ring))
+        Ok(self.advance(io))
     }
 
-    fn resubmit(&mut self, ring: &mut Ring, index: usize) {
+    fn resubmit(&mut self, io: &mut impl Io, index: usize) {
         let chain = &mut self.chains[index];
         if chain.fixed.is_some() {
             // O_DIRECT takes whole pages: rewrite the partly written one
@@ -921,11 +918,11 @@ impl WalWriter {
         let buf = chain.buf.take();
         chain.state = ChainState::InFlight;
         chain.buf_in_kernel = true;
-        self.push_chain(ring, index, buf);
+        self.push_chain(io, index, buf);
     }
 
     /// Moves the watermark over every completed chain at the front.
-    fn advance(&mut self, ring: &Ring) -> Option<u64> {
+    fn advance(&mut self, io: &impl Io) -> Option<u64> {
         let before = self.durable_seq;
         let now_ns = frame::now_ns();
         while let Some(&index) = self.order.front() {
@@ -937,7 +934,7 @@ impl WalWriter {
             let heap = chain.buf.take();
             let buf = match (&heap, chain.fixed) {
                 (Some(heap), None) => heap.as_slice(),
-                (None, Some(fixed)) => ring.fixed_buf(fixed),
+                (None, Some(fixed)) => io.fixed_buf(fixed),
                 _ => unreachable!("a chain has a heap or a registered buffer"),
             };
             assert_eq!(
@@ -1009,5 +1006,200 @@ impl WalWriter {
         self.rotate_pending = false;
         self.stats.segments_created += 1;
         Ok(())
+    }
+}
+
+/// Group commit driven through the I/O seam by a fake that completes each
+/// operation as the test says: the paths a real disk seldom takes.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constants::DIRECT_COMMIT_BUFFER_BYTES;
+    use crate::io::fake::{FakeIo, What};
+
+    const WRITE0: Token = Token::new(Owner::Wal, Kind::WalWrite, 0);
+    const SYNC0: Token = Token::new(Owner::Wal, Kind::WalSync, 0);
+
+    fn open(dir: &Path, durability: Durability) -> WalWriter {
+        WalWriter::open(dir, 0, durability, Owner::Wal).unwrap().0
+    }
+
+    /// Stages `n` records of `len` bytes and submits them as one commit.
+    fn commit(wal: &mut WalWriter, io: &mut FakeIo, n: usize, len: usize) -> usize {
+        let payload = vec![b'x'; len];
+        for _ in 0..n {
+            assert!(matches!(
+                wal.stage(io, 1, &payload).unwrap(),
+                Stage::Staged(_)
+            ));
+        }
+        assert_eq!(wal.pump(io).unwrap(), Pumped::default());
+        n * encoded_len_bytes(len)
+    }
+
+    fn write_of(io: &FakeIo, token: Token) -> (u64, usize) {
+        match io.op(token).what {
+            What::Write { offset, len } => (offset, len),
+            ref other => panic!("{token:?} is {other:?}, not a write"),
+        }
+    }
+
+    #[test]
+    fn a_short_write_is_resubmitted_after_its_cancelled_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::default();
+        let mut wal = open(tmp.path(), Durability::Fsync);
+        let bytes = commit(&mut wal, &mut io, 3, 100);
+        let (offset, len) = write_of(&io, WRITE0);
+        assert_eq!(len, bytes);
+        assert_eq!(io.op(SYNC0).what, What::Sync, "a sync is linked");
+
+        // The kernel writes part of it; the linked sync is cancelled.
+        let short = (bytes / 2) as i32;
+        let done = io.complete(WRITE0, short);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        assert_eq!(wal.stats().short_writes, 1);
+        assert!(
+            io.ops.iter().all(|o| o.token != WRITE0),
+            "waits for the sync"
+        );
+        let done = io.complete(SYNC0, -libc::ECANCELED);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+
+        // The rest is written, from where the short write stopped, with a
+        // new linked sync; only then is anything durable.
+        assert_eq!(
+            write_of(&io, WRITE0),
+            (offset + short as u64, bytes - short as usize)
+        );
+        assert_eq!(wal.durable_seq(), 0);
+        let done = io.complete(WRITE0, bytes as i32 - short);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        let done = io.complete(SYNC0, 0);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), Some(3));
+        assert_eq!(wal.durable_seq(), 3);
+        assert!(wal.is_idle());
+    }
+
+    #[test]
+    fn a_failed_fdatasync_is_fatal_and_reports_nothing_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::default();
+        let mut wal = open(tmp.path(), Durability::Fsync);
+        commit(&mut wal, &mut io, 2, 10);
+        let bytes = write_of(&io, WRITE0).1;
+        let done = io.complete(WRITE0, bytes as i32);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        let done = io.complete(SYNC0, -libc::EIO);
+        let err = wal.on_completion(&mut io, done).unwrap_err();
+        assert!(
+            matches!(err, WalError::SyncFailed { durable_seq: 0, .. }),
+            "{err}"
+        );
+        assert_eq!(wal.durable_seq(), 0, "nothing became durable");
+        assert!(io.ops.is_empty(), "the write is not retried");
+    }
+
+    #[test]
+    fn commits_become_durable_in_order_whatever_order_they_complete_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::default();
+        let mut wal = open(tmp.path(), Durability::Fsync);
+        commit(&mut wal, &mut io, 1, 10);
+        commit(&mut wal, &mut io, 2, 10);
+        let write1 = Token::new(Owner::Wal, Kind::WalWrite, 1);
+        let sync1 = Token::new(Owner::Wal, Kind::WalSync, 1);
+        // The second commit completes first: nothing is durable yet.
+        let len1 = write_of(&io, write1).1 as i32;
+        let done = io.complete(write1, len1);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        let done = io.complete(sync1, 0);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        assert_eq!(wal.durable_seq(), 0);
+        // The first one then carries the watermark over both.
+        let len0 = write_of(&io, WRITE0).1 as i32;
+        let done = io.complete(WRITE0, len0);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        let done = io.complete(SYNC0, 0);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn without_fdatasync_a_short_write_is_resubmitted_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::default();
+        let mut wal = open(tmp.path(), Durability::None);
+        // Larger than an inline commit, so it goes through the seam.
+        let bytes = commit(&mut wal, &mut io, 1, INLINE_COMMIT_BYTES_MAX + 1);
+        assert!(io.ops.iter().all(|o| o.what != What::Sync), "no sync");
+        let (offset, _) = write_of(&io, WRITE0);
+        let done = io.complete(WRITE0, 4096);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        assert_eq!(write_of(&io, WRITE0), (offset + 4096, bytes - 4096));
+        let done = io.complete(WRITE0, (bytes - 4096) as i32);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), Some(1));
+    }
+
+    #[test]
+    fn a_full_disk_is_a_clear_error_and_nothing_becomes_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::default();
+        let mut wal = open(tmp.path(), Durability::Fsync);
+        commit(&mut wal, &mut io, 1, 10);
+        let done = io.complete(WRITE0, -libc::ENOSPC);
+        let err = wal.on_completion(&mut io, done).unwrap_err();
+        assert!(matches!(err, WalError::DiskFull { .. }), "{err}");
+        assert_eq!(wal.durable_seq(), 0);
+    }
+
+    #[test]
+    fn an_idle_wal_without_fdatasync_commits_inline_through_the_seam() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::default();
+        let mut wal = open(tmp.path(), Durability::None);
+        wal.stage(&mut io, 1, b"one").unwrap();
+        let pumped = wal.pump(&mut io).unwrap();
+        assert_eq!(pumped.durable_seq, Some(1));
+        assert_eq!(
+            io.written_now,
+            vec![(
+                crate::constants::SEGMENT_HEADER_BYTES as u64,
+                encoded_len_bytes(3)
+            )]
+        );
+        assert!(io.ops.is_empty());
+    }
+
+    #[test]
+    fn an_o_direct_short_write_rewrites_its_partial_page() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut io = FakeIo::with_fixed(&[DIRECT_COMMIT_BUFFER_BYTES; DIRECT_COMMIT_BUFFERS_COUNT]);
+        let mut wal = open(tmp.path(), Durability::Fsync);
+        if !wal.enable_direct(&mut io, 0).unwrap() {
+            eprintln!("this filesystem refuses O_DIRECT: nothing to test");
+            return;
+        }
+        commit(&mut wal, &mut io, 100, 100);
+        let (offset, len) = write_of(&io, WRITE0);
+        assert_eq!(
+            offset % PAGE_SIZE_BYTES as u64,
+            0,
+            "O_DIRECT writes whole pages"
+        );
+        assert_eq!(len % PAGE_SIZE_BYTES, 0);
+        assert!(io.fixed_in_use(0), "the commit buffer is the kernel's");
+        let done = io.complete(WRITE0, PAGE_SIZE_BYTES as i32 + 100);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        let done = io.complete(SYNC0, -libc::ECANCELED);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        // The partly written page is written again, whole.
+        assert_eq!(
+            write_of(&io, WRITE0),
+            (offset + PAGE_SIZE_BYTES as u64, len - PAGE_SIZE_BYTES)
+        );
+        let done = io.complete(WRITE0, (len - PAGE_SIZE_BYTES) as i32);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), None);
+        let done = io.complete(SYNC0, 0);
+        assert_eq!(wal.on_completion(&mut io, done).unwrap(), Some(100));
     }
 }
