@@ -21,8 +21,9 @@ use crate::inbox::{self, InboxSender};
 use crate::ingest::{self, IngestError};
 use crate::receive::{Receiver, ReceiverConfig};
 use crate::report::{LatencySummary, kernel_release};
-use crate::ship::{SendMode, ShipConfig};
+use crate::sink::tcp::{SendMode, TcpConfig};
 use crate::wal::Durability;
+use crate::wal::WalIo;
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::shard_dir;
 
@@ -345,6 +346,33 @@ struct BenchArgs {
     cpu_dma_latency: Option<u32>,
 }
 
+impl ValueEnum for SendMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[SendMode::Splice, SendMode::Zc, SendMode::Copy]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            SendMode::Splice => {
+                "io_uring SPLICE, segment (page cache) → pipe → socket, for the segment being \
+                 written; small increments and a backlog go by copy"
+            }
+            SendMode::Zc => {
+                "O_DIRECT segments, and io_uring SEND_ZC from the registered commit buffers \
+                 (a backlog: read into a registered buffer first). Pays off on a real NIC; \
+                 loopback always copies"
+            }
+            SendMode::Copy => "pread into a buffer, then io_uring SEND: the baseline",
+        };
+        let name = match self {
+            SendMode::Splice => "splice",
+            SendMode::Zc => "zc",
+            SendMode::Copy => "copy",
+        };
+        Some(clap::builder::PossibleValue::new(name).help(help))
+    }
+}
+
 fn parse_rate(s: &str) -> Result<crate::bench::Rate, String> {
     if s == "max" {
         return Ok(crate::bench::Rate::Max);
@@ -647,22 +675,29 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
             "--ack-timeout must be a non-negative number of seconds",
         ));
     }
-    let ship = match &args.peer {
-        Some(peer) => Some(ShipConfig {
+    let sink = match &args.peer {
+        Some(peer) => Some(TcpConfig {
             peer: resolve(peer)?,
             source: source_name(args.source.as_deref())?,
             send_mode: args.send_mode,
-            retain_segments: args.retain_segments,
         }),
         None => None,
     };
-    let source = ship.as_ref().map(|s| s.source.clone());
+    let source = sink.as_ref().map(|s| s.source.clone());
     let config = CoreConfig {
         dir: args.dir.clone(),
         shard: args.shard,
         cpu: Some(args.cpu.unwrap_or(args.shard as usize)),
         durability: args.durability,
-        ship,
+        // Zero-copy sends the durable tail from the WAL's O_DIRECT commit
+        // buffers, so `--send-mode zc` opens the WAL with O_DIRECT.
+        wal_io: if sink.is_some() && args.send_mode == SendMode::Zc {
+            WalIo::Direct
+        } else {
+            WalIo::Buffered
+        },
+        sink,
+        retain_segments: args.retain_segments,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
         latency_window: None,
         spin: args.spin.budget(),
@@ -1069,7 +1104,9 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         shard: 0,
         cpu: Some(args.cpu),
         durability: args.durability,
-        ship: None,
+        wal_io: WalIo::Buffered,
+        sink: None,
+        retain_segments: None,
         ack_timeout: Duration::ZERO,
         latency_window: None,
         spin: Duration::ZERO,

@@ -21,13 +21,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::constants::RING_SLOTS_MAX;
+use crate::constants::{DIRECT_COMMIT_BUFFER_BYTES, DIRECT_COMMIT_BUFFERS_COUNT, RING_SLOTS_MAX};
 use crate::inbox::{Batch, InboxReceiver, Next};
 use crate::io::cpu::pin_current_thread;
 use crate::io::{Completion, Io, Kind, Owner, Ring, RingError, RingFlags, Token};
 use crate::latency::Window;
-use crate::ship::{ShipConfig, ShipError, ShipStats, Shipper};
-use crate::wal::{Durability, ShardScan, Stage, WalError, WalWriter};
+use crate::sink::tcp::{TcpConfig, TcpSink, TcpStats};
+use crate::sink::{Sink, SinkError};
+use crate::wal::{Durability, ShardScan, Stage, WalError, WalIo, WalWriter};
 
 /// The inbox wake-up read's token.
 const TOKEN_WAKE: Token = Token::new(Owner::Inbox, Kind::Wake, 0);
@@ -61,8 +62,13 @@ pub struct CoreConfig {
     /// unpinned.
     pub cpu: Option<usize>,
     pub durability: Durability,
+    /// Buffered or O_DIRECT segments.
+    pub wal_io: WalIo,
     /// Ship the durable tail to a peer, if set.
-    pub ship: Option<ShipConfig>,
+    pub sink: Option<TcpConfig>,
+    /// With a sink: keep this many fully acknowledged sealed segments and
+    /// delete older ones; `None` keeps everything.
+    pub retain_segments: Option<usize>,
     /// Once the inbox is closed and everything is durable, how long to keep
     /// trying to get it acknowledged before giving up.
     pub ack_timeout: Duration,
@@ -86,7 +92,7 @@ pub struct CoreReport {
     pub wal: crate::wal::writer::WalStats,
     /// The peer's acknowledged seq and the shipping statistics, if shipping.
     pub acked_seq: Option<u64>,
-    pub ship: Option<ShipStats>,
+    pub ship: Option<TcpStats>,
 }
 
 /// Why a core stopped early.
@@ -101,15 +107,19 @@ pub enum CoreError {
     #[error("pinning to CPU {cpu}: {source}")]
     Pin { cpu: usize, source: std::io::Error },
     #[error(transparent)]
-    Ship(#[from] ShipError),
+    Sink(#[from] SinkError),
+    #[error("registering buffers on the ring: {0}")]
+    Register(std::io::Error),
+    #[error("setting up the sink: {0}")]
+    SinkSetup(std::io::Error),
     #[error(
-        "the peer has acknowledged up to seq {acked_seq} of {durable_seq} after waiting {waited_s} s (--ack-timeout); seqs {} ..= {durable_seq} stay in the WAL and ship on the next run",
+        "the peer has acknowledged up to seq {acked_seq} of {durable_seq} after waiting {waited:?} (--ack-timeout); seqs {} ..= {durable_seq} stay in the WAL and ship on the next run",
         acked_seq + 1
     )]
     AckTimeout {
         acked_seq: u64,
         durable_seq: u64,
-        waited_s: u64,
+        waited: Duration,
     },
 }
 
@@ -213,8 +223,83 @@ pub fn run(
 
 fn run_fed(
     config: &CoreConfig,
+    feed: Feed<'_>,
+    listener: &mut dyn DurableListener,
+) -> Result<CoreReport, CoreError> {
+    match &config.sink {
+        Some(tcp) => {
+            let sink = TcpSink::new(tcp.clone(), &config.dir, config.shard)
+                .map_err(CoreError::SinkSetup)?;
+            run_with_sink(config, feed, listener, Some(sink))
+        }
+        None => run_with_sink::<TcpSink>(config, feed, listener, None),
+    }
+}
+
+/// The registered buffers of a shard's ring: the WAL's O_DIRECT commit
+/// buffers (first) when it asked for them, then the sink's. Registration
+/// happens once, before the loop; a WAL that cannot have its buffers (a
+/// filesystem without O_DIRECT, RLIMIT_MEMLOCK too low) stays buffered,
+/// with a warning, and the sink is told where its own buffers are.
+fn set_up_buffers(
+    config: &CoreConfig,
+    ring: &mut Ring,
+    wal: &mut WalWriter,
+    sink: Option<&mut impl Sink>,
+) -> Result<(), CoreError> {
+    let fallback = |why: &str| {
+        tracing::warn!(
+            dir = %config.dir.display(),
+            "{why}: segments go through the page cache"
+        );
+    };
+    let mut direct = config.wal_io == WalIo::Direct && wal.supports_direct()?;
+    if config.wal_io == WalIo::Direct && !direct {
+        fallback("the filesystem refuses O_DIRECT");
+    }
+    let sink_sizes = sink.as_ref().map(|s| s.fixed_buffers()).unwrap_or_default();
+    let wal_sizes = [DIRECT_COMMIT_BUFFER_BYTES; DIRECT_COMMIT_BUFFERS_COUNT];
+    let mut sizes: Vec<usize> = if direct {
+        wal_sizes.to_vec()
+    } else {
+        Vec::new()
+    };
+    sizes.extend(&sink_sizes);
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    match ring.register_fixed_buffers(&sizes) {
+        Ok(()) => {}
+        Err(e) if direct && e.kind() == std::io::ErrorKind::OutOfMemory => {
+            fallback(&format!(
+                "cannot pin {} MiB of commit buffers ({e})",
+                sizes.iter().sum::<usize>() >> 20
+            ));
+            direct = false;
+            if !sink_sizes.is_empty() {
+                ring.register_fixed_buffers(&sink_sizes)
+                    .map_err(CoreError::Register)?;
+            }
+        }
+        Err(e) => return Err(CoreError::Register(e)),
+    }
+    if direct && !wal.enable_direct(ring, 0)? {
+        fallback("the filesystem refuses O_DIRECT");
+        direct = false;
+    }
+    if let Some(sink) = sink
+        && !sink_sizes.is_empty()
+    {
+        sink.attach_fixed(if direct { wal_sizes.len() } else { 0 });
+    }
+    Ok(())
+}
+
+fn run_with_sink<S: Sink + Shipped>(
+    config: &CoreConfig,
     mut feed: Feed<'_>,
     listener: &mut dyn DurableListener,
+    mut sink: Option<S>,
 ) -> Result<CoreReport, CoreError> {
     if let Some(cpu) = config.cpu {
         pin_current_thread(cpu).map_err(|source| CoreError::Pin { cpu, source })?;
@@ -226,22 +311,11 @@ fn run_fed(
         WalWriter::open(&config.dir, config.shard, config.durability, Owner::Wal)?;
     wal.set_latency_window(config.latency_window.clone());
     let mut ring = Ring::new(config.cpu)?;
-    let mut shipper = match &config.ship {
-        Some(ship) => {
-            if ship.send_mode == crate::ship::SendMode::Splice {
-                wal.enable_durable_feed(crate::constants::SEND_INFLIGHT_RECORDS_MAX);
-            }
-            Some(Shipper::new(
-                ship.clone(),
-                &config.dir,
-                config.shard,
-                &mut ring,
-                &mut wal,
-            )?)
+    set_up_buffers(config, &mut ring, &mut wal, sink.as_mut())?;
+    if let Some(s) = sink.as_mut() {
+        if s.wants_durable_feed() {
+            wal.enable_durable_feed(crate::constants::SEND_INFLIGHT_RECORDS_MAX);
         }
-        None => None,
-    };
-    if let Some(s) = shipper.as_mut() {
         s.set_latency_window(config.latency_window.clone());
     }
     listener.on_ready(wal.durable_seq());
@@ -253,16 +327,16 @@ fn run_fed(
         run_loop(
             &mut ring,
             &mut wal,
-            shipper.as_mut(),
+            sink.as_mut(),
             &mut feed,
             listener,
             &mut first_appended_seq,
             config,
         )
     }));
-    // The shipper's socket reads are in flight too: closing the socket
+    // The sink's socket reads are in flight too: closing the socket
     // completes them.
-    if let Some(s) = shipper.as_mut() {
+    if let Some(s) = sink.as_mut() {
         s.close();
     }
     // On every exit, success or error, the feed's read is still in flight
@@ -281,15 +355,35 @@ fn run_fed(
         first_appended_seq,
         durable_seq: wal.durable_seq(),
         wal: wal.into_stats(),
-        acked_seq: shipper.as_ref().map(Shipper::acked_seq),
-        ship: shipper.map(Shipper::into_stats),
+        acked_seq: sink.as_ref().map(Sink::acked_seq),
+        ship: sink.map(Shipped::into_tcp_stats),
     })
 }
 
-fn run_loop(
+/// What the shard asks of its sink beyond [`Sink`], until a second sink
+/// gives reports their own shape.
+trait Shipped {
+    fn wants_durable_feed(&self) -> bool;
+    fn set_latency_window(&mut self, window: Option<Arc<Window>>);
+    fn into_tcp_stats(self) -> TcpStats;
+}
+
+impl Shipped for TcpSink {
+    fn wants_durable_feed(&self) -> bool {
+        self.wants_durable_feed()
+    }
+    fn set_latency_window(&mut self, window: Option<Arc<Window>>) {
+        TcpSink::set_latency_window(self, window);
+    }
+    fn into_tcp_stats(self) -> TcpStats {
+        self.into_stats()
+    }
+}
+
+fn run_loop<S: Sink>(
     ring: &mut Ring,
     wal: &mut WalWriter,
-    mut shipper: Option<&mut Shipper>,
+    mut sink: Option<&mut S>,
     feed: &mut Feed<'_>,
     listener: &mut dyn DurableListener,
     first_appended_seq: &mut Option<u64>,
@@ -301,15 +395,20 @@ fn run_loop(
     let mut ack_deadline: Option<Instant> = None;
     let mut completions: Vec<Completion> = Vec::with_capacity(RING_SLOTS_MAX);
     // The acked seq last told to the listener. It moves on an ack, and also
-    // when a reconnect's welcome says the peer already holds more.
-    let mut reported_acked = shipper.as_deref().map(Shipper::acked_seq);
-    let mut report_acked = |shipper: Option<&Shipper>, listener: &mut dyn DurableListener| {
-        let now = shipper.map(Shipper::acked_seq);
-        if let Some(acked) = now.filter(|&a| Some(a) != reported_acked) {
-            reported_acked = now;
-            listener.on_acked(acked);
-        }
-    };
+    // when a reconnect's welcome says the peer already holds more; each
+    // move applies retention.
+    let mut reported_acked = sink.as_deref().map(Sink::acked_seq);
+    let mut report_acked =
+        |sink: Option<&S>, wal: &mut WalWriter, listener: &mut dyn DurableListener| {
+            let now = sink.map(Sink::acked_seq);
+            if let Some(acked) = now.filter(|&a| Some(a) != reported_acked) {
+                reported_acked = now;
+                if let Some(keep) = config.retain_segments {
+                    wal.retain(acked, keep);
+                }
+                listener.on_acked(acked);
+            }
+        };
 
     loop {
         // 1 + 2: stage what the feed holds, submitting as chains free up; a
@@ -334,13 +433,13 @@ fn run_loop(
 
         // Ship whatever became durable in the previous iteration's
         // completions, before waiting again.
-        if let Some(s) = shipper.as_deref_mut() {
-            s.pump(ring, &mut *wal)?;
+        if let Some(s) = sink.as_deref_mut() {
+            s.ship(ring, wal)?;
         }
-        report_acked(shipper.as_deref(), listener);
+        report_acked(sink.as_deref(), wal, listener);
 
         if feed.is_finished() && wal.is_idle() {
-            let Some(s) = shipper.as_deref() else {
+            let Some(s) = sink.as_deref() else {
                 return Ok(());
             };
             if s.acked_seq() >= wal.durable_seq() {
@@ -351,14 +450,14 @@ fn run_loop(
                 return Err(CoreError::AckTimeout {
                     acked_seq: s.acked_seq(),
                     durable_seq: wal.durable_seq(),
-                    waited_s: ack_timeout.as_secs(),
+                    waited: ack_timeout,
                 });
             }
         }
 
         // 3 + 4: wait, collect, then handle. Only the reconnect backoff and
         // the ack deadline bound the wait; a durable record never does.
-        let wake_at = [shipper.as_deref().and_then(Shipper::wake_at), ack_deadline]
+        let wake_at = [sink.as_deref().and_then(Sink::wake_at), ack_deadline]
             .into_iter()
             .flatten()
             .min();
@@ -375,20 +474,25 @@ fn run_loop(
         ring.reap(&mut completions);
         let mut advanced = None;
         for completion in completions.drain(..) {
-            if wal.owns(completion.token) {
-                if let Some(seq) = wal.on_completion(ring, completion)? {
-                    advanced = Some(seq);
+            match completion.token.owner {
+                Owner::Wal => {
+                    if let Some(seq) = wal.on_completion(ring, completion)? {
+                        advanced = Some(seq);
+                    }
                 }
-            } else if let Some(s) = shipper.as_deref_mut().filter(|s| s.owns(completion.token)) {
-                s.on_completion(ring, completion)?;
-            } else {
-                assert_eq!(completion.token, TOKEN_WAKE, "unknown token");
-                feed.on_completion(completion);
+                Owner::Sink => sink
+                    .as_deref_mut()
+                    .expect("sink completions come from a sink")
+                    .on_completion(ring, completion)?,
+                _ => {
+                    assert_eq!(completion.token, TOKEN_WAKE, "unknown token");
+                    feed.on_completion(completion);
+                }
             }
         }
         if let Some(seq) = advanced {
             listener.on_durable(seq);
         }
-        report_acked(shipper.as_deref(), listener);
+        report_acked(sink.as_deref(), wal, listener);
     }
 }

@@ -86,5 +86,5 @@ pub mod latency;
 pub mod protocol;
 pub mod receive;
 pub mod report;
-pub mod ship;
+pub mod sink;
 pub mod wal;

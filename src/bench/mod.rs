@@ -40,8 +40,9 @@ use crate::frame;
 use crate::inbox::{self, CoreGone, InboxSender};
 use crate::latency::{Recorder, Window};
 use crate::receive::{Receiver, ReceiverConfig, ReceiverTotals};
-use crate::ship::{SendMode, ShipConfig};
+use crate::sink::tcp::{SendMode, TcpConfig};
 use crate::wal::Durability;
+use crate::wal::WalIo;
 
 pub use report::{BenchReport, STAGES, StageSpec};
 
@@ -390,12 +391,19 @@ fn start_core(
         shard: shard as u32,
         cpu: Some(shard % cpus),
         durability: config.durability,
-        ship: Some(ShipConfig {
+        // Zero-copy sends the durable tail from the WAL's O_DIRECT commit
+        // buffers, so a zc run opens its WAL with O_DIRECT.
+        wal_io: if config.send_mode == SendMode::Zc {
+            WalIo::Direct
+        } else {
+            WalIo::Buffered
+        },
+        sink: Some(TcpConfig {
             peer,
             source: source.to_string(),
             send_mode: config.send_mode,
-            retain_segments: None,
         }),
+        retain_segments: None,
         ack_timeout: ACK_STALL,
         latency_window: Some(window.clone()),
         spin: config.spin,

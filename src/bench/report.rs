@@ -220,7 +220,7 @@ pub(crate) fn build(
         .map(|f| f.latency)
         .unwrap_or_default();
     let achieved = driven.window_acked_records as f64 / config.duration.as_secs_f64();
-    let sum = |f: &dyn Fn(&crate::ship::ShipStats) -> u64| -> u64 {
+    let sum = |f: &dyn Fn(&crate::sink::tcp::TcpStats) -> u64| -> u64 {
         cores.iter().filter_map(|c| c.ship.as_ref()).map(f).sum()
     };
     let mut probe = crate::latency::histogram();

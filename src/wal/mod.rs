@@ -2,9 +2,12 @@
 //!
 //! - [`segment`]: file naming, the segment header, creation and preallocation.
 //! - [`writer`]: appends and group commit on the core's io_uring; its output is
-//!   the durable watermark.
+//!   the durable watermark. It also deletes acknowledged segments
+//!   ([`WalWriter::retain`]).
+//! - [`reader`]: a cursor by seq over the segments, for sinks and `dump`.
 //! - [`recovery`]: the scan shared by the writer, `dump` and `verify`.
 
+pub mod reader;
 pub mod recovery;
 pub mod segment;
 pub mod writer;
@@ -12,6 +15,7 @@ pub mod writer;
 use std::io;
 use std::path::PathBuf;
 
+pub use reader::{DurableTail, ReadError, WalReader, Walked};
 pub use recovery::{RecoveryError, ShardScan, TornTail, scan_shard};
 pub use writer::{Stage, WalWriter};
 
@@ -35,6 +39,21 @@ impl std::fmt::Display for Durability {
             Durability::None => "none",
         })
     }
+}
+
+/// How the WAL writes its segments: WAL configuration, chosen when it
+/// opens, before any sink exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalIo {
+    /// Through the page cache. The default.
+    #[default]
+    Buffered,
+    /// O_DIRECT, from registered, page-aligned commit buffers on the
+    /// shard's ring, which a zero-copy sink can send the durable tail from.
+    /// Falls back to buffered, with a warning, where the filesystem refuses
+    /// O_DIRECT or RLIMIT_MEMLOCK is too low to pin the buffers.
+    Direct,
 }
 
 /// An operating error of the WAL, with the operation and file it concerns.

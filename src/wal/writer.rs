@@ -58,7 +58,7 @@ use crate::io::{Completion, Io, Kind, Owner, Token};
 use crate::latency::{Recorder, Window};
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::{self, SegmentHeader, create_segment, preallocate, shard_dir};
-use crate::wal::{Durability, WalError};
+use crate::wal::{Durability, DurableTail, WalError};
 
 /// What [`WalWriter::pump`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -201,6 +201,8 @@ pub struct WalStats {
     /// Of `commits`, those written inline (see [`INLINE_COMMIT_BYTES_MAX`]).
     pub inline_commits: u64,
     pub segments_created: u64,
+    /// Acknowledged segments deleted by retention.
+    pub segments_deleted: u64,
     /// Segments are written with O_DIRECT ([`WalWriter::enable_direct`]).
     pub direct_io: bool,
     /// Submit → fdatasync completion of each commit, ns.
@@ -218,6 +220,7 @@ impl WalStats {
             short_writes: 0,
             inline_commits: 0,
             segments_created: 0,
+            segments_deleted: 0,
             direct_io: false,
             commit_latency_ns: crate::latency::histogram(),
             append_to_durable_ns: Recorder::new(),
@@ -249,6 +252,8 @@ pub struct WalWriter {
     order: VecDeque<usize>,
     durable_seq: u64,
     rotate_pending: bool,
+    /// First seqs of the shard's segments, oldest first, for retention.
+    segments: VecDeque<u64>,
     /// (seq, append_ts_ns) of records as they become durable, for a
     /// consumer that does not read the records itself (the splice shipper
     /// measuring append → acked). Bounded; the oldest are dropped if the
@@ -361,6 +366,12 @@ impl WalWriter {
             order: VecDeque::with_capacity(COMMIT_CHAINS_MAX),
             durable_seq: scan.next_seq - 1,
             rotate_pending: false,
+            segments: scan
+                .segments
+                .iter()
+                .map(|s| s.first_seq)
+                .chain(scan.segments.is_empty().then_some(scan.next_seq))
+                .collect(),
             durable_feed: None,
             direct: None,
             last_commit_done: None,
@@ -533,6 +544,51 @@ impl WalWriter {
     /// in full (rotation waits for them).
     pub fn durable_offset_bytes(&self) -> u64 {
         self.durable_offset_bytes
+    }
+
+    /// What a reader may read: see [`DurableTail`].
+    pub fn durable_tail(&self) -> DurableTail {
+        DurableTail {
+            segment_first_seq: self.segment_first_seq,
+            durable_seq: self.durable_seq,
+            durable_offset_bytes: self.durable_offset_bytes,
+        }
+    }
+
+    /// Deletes the oldest sealed segments whose every record the peer has
+    /// acknowledged (`acked_seq` and below), keeping `keep` of them; returns
+    /// how many it deleted. Progress never moves ahead of delivery: a record
+    /// above `acked_seq` is never deleted, and neither is the segment being
+    /// written. A segment that cannot be deleted is logged and kept.
+    pub fn retain(&mut self, acked_seq: u64, keep: usize) -> u64 {
+        // Segment i is fully acked when the next one starts at or below
+        // acked + 1; the last segment is the one being written.
+        let fully_acked = |segments: &VecDeque<u64>| {
+            segments
+                .iter()
+                .skip(1)
+                .take_while(|&&next_first| next_first <= acked_seq + 1)
+                .count()
+        };
+        let mut deleted = 0;
+        while fully_acked(&self.segments) > keep {
+            let first = self.segments[0];
+            let path = self.dir.join(segment::segment_file_name(first));
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "retention could not delete a segment: {e}");
+                break;
+            }
+            tracing::info!(path = %path.display(), acked_seq, "retention deleted an acknowledged segment");
+            self.segments.pop_front();
+            deleted += 1;
+        }
+        if deleted > 0
+            && let Err(e) = segment::sync_dir(&self.dir)
+        {
+            tracing::warn!("{e}");
+        }
+        self.stats.segments_deleted += deleted;
+        deleted
     }
 
     /// Counts append → durable only inside `window` (see [`Window`]).
@@ -1001,6 +1057,7 @@ impl WalWriter {
             })?;
         }
         self.segment_first_seq = self.next_seq;
+        self.segments.push_back(self.next_seq);
         self.write_offset_bytes = crate::constants::SEGMENT_HEADER_BYTES as u64;
         self.durable_offset_bytes = self.write_offset_bytes;
         self.rotate_pending = false;

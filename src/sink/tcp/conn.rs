@@ -1,0 +1,239 @@
+//! The TCP sink's connection: the connect and handshake (off the loop, on a
+//! short-lived thread), the reconnect backoff, and the fds a dead
+//! connection leaves open until its operations have completed.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::constants::{
+    CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS,
+};
+use crate::io::{Io, Kind, Owner, Token};
+use crate::protocol::{self, Hello, WELCOME_BYTES};
+
+/// The connect thread's wake-up read.
+const TOKEN_CONNECTED: Token = Token::new(Owner::Sink, Kind::Connected, 0);
+
+/// A splice pipe: (read end, write end, capacity).
+pub(super) type Pipe = (OwnedFd, OwnedFd, usize);
+
+/// What a connect attempt gives: the stream and the peer's durable seq.
+pub(super) type Connected = Result<(TcpStream, u64), String>;
+
+/// Connects and handshakes, blocking, bounded by the connect and handshake
+/// timeouts. Runs on the connect thread.
+fn handshake(peer: SocketAddr, hello: &Hello) -> Connected {
+    let mut stream = TcpStream::connect_timeout(&peer, Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .map_err(|e| format!("connect: {e}"))?;
+    let timeout = Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS));
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    protocol::set_keepalive(&stream);
+    stream
+        .write_all(&hello.encode())
+        .map_err(|e| format!("hello: {e}"))?;
+    let mut welcome = [0u8; WELCOME_BYTES];
+    stream
+        .read_exact(&mut welcome)
+        .map_err(|e| format!("welcome: {e}"))?;
+    let peer_seq = protocol::decode_welcome(&welcome).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok((stream, peer_seq))
+}
+
+/// What a dead connection leaves open until its operations complete: SPLICE
+/// looks its fds up when it runs, so closing them earlier could let a
+/// reused fd number (a new segment, another socket) receive bytes.
+#[allow(dead_code)] // held only for the fds it keeps open
+struct Held {
+    stream: TcpStream,
+    file: Option<File>,
+    pipe: Option<Pipe>,
+}
+
+/// The connection and everything about (re)making it.
+pub(super) struct Link {
+    peer: SocketAddr,
+    pub stream: Option<TcpStream>,
+    /// Bumped at every connect and disconnect: a completion whose token
+    /// carries another generation belongs to a dead connection.
+    pub generation: u64,
+    backoff_ms: u64,
+    retry_at: Option<Instant>,
+    jitter: u64,
+    /// The connect thread's wake-up, its result channel, and whether an
+    /// attempt (and its eventfd read on the ring) is under way.
+    wake: Arc<EventFd>,
+    tx: Sender<Connected>,
+    rx: Receiver<Connected>,
+    pending: bool,
+    read_buf: Option<Vec<u8>>,
+    /// A finished attempt, for the sink (which has the WAL) to complete.
+    done: Option<Connected>,
+    held: Option<Held>,
+    /// Splices of dead connections whose completion is still due.
+    pub stale_ops: usize,
+}
+
+impl Link {
+    pub fn new(peer: SocketAddr) -> std::io::Result<Link> {
+        let (tx, rx) = channel();
+        Ok(Link {
+            peer,
+            stream: None,
+            generation: 0,
+            backoff_ms: RECONNECT_BACKOFF_MIN_MS,
+            retry_at: None,
+            jitter: crate::frame::now_ns() | 1,
+            wake: Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?),
+            tx,
+            rx,
+            pending: false,
+            read_buf: Some(vec![0u8; 8]),
+            done: None,
+            held: None,
+            stale_ops: 0,
+        })
+    }
+
+    /// A token of this connection's generation.
+    pub fn token(&self, kind: Kind) -> Token {
+        Token::new(Owner::Sink, kind, self.generation as u32)
+    }
+
+    /// True if a completion with `token` belongs to the live connection.
+    pub fn is_current(&self, token: Token) -> bool {
+        token.index == self.generation as u32 && self.stream.is_some()
+    }
+
+    /// When the loop must wake for the next attempt.
+    pub fn wake_at(&self) -> Option<Instant> {
+        if self.stream.is_none() && !self.pending && self.done.is_none() {
+            self.retry_at
+        } else {
+            None
+        }
+    }
+
+    /// True if no attempt may start yet (backoff).
+    pub fn backing_off(&self) -> bool {
+        self.retry_at.is_some_and(|t| Instant::now() < t)
+    }
+
+    pub fn schedule_retry(&mut self) {
+        // xorshift jitter: up to half the backoff again, so many shippers
+        // that lost one receiver do not return in lockstep.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let jitter_ms = self.jitter % (self.backoff_ms / 2 + 1);
+        self.retry_at = Some(Instant::now() + Duration::from_millis(self.backoff_ms + jitter_ms));
+        self.backoff_ms = (self.backoff_ms * 2).min(RECONNECT_BACKOFF_MAX_MS);
+    }
+
+    /// Starts a connect attempt on a short-lived thread: the connect and
+    /// handshake block (up to CONNECT_TIMEOUT_MS + HANDSHAKE_TIMEOUT_MS
+    /// against a peer that drops packets), so the loop keeps committing, and
+    /// the thread's eventfd write wakes it with the result. The dead
+    /// connection's fds are let go first: the caller starts no attempt
+    /// while its operations are in flight.
+    pub fn start_connect(&mut self, io: &mut impl Io, hello: Hello) {
+        if self.pending {
+            return;
+        }
+        self.held = None;
+        let Some(buf) = self.read_buf.take() else {
+            return;
+        };
+        if let Err((_, buf)) = io.read(&*self.wake, buf, TOKEN_CONNECTED) {
+            self.read_buf = Some(buf);
+            self.schedule_retry();
+            return;
+        }
+        self.pending = true;
+        let peer = self.peer;
+        let tx = self.tx.clone();
+        let wake = self.wake.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ringship-connect".into())
+            .spawn(move || {
+                let _ = tx.send(handshake(peer, &hello));
+                let _ = wake.write(1);
+            });
+        if let Err(e) = spawned {
+            // Complete the read ourselves; the failure is reported with it.
+            let _ = self
+                .tx
+                .send(Err(format!("cannot start a connect thread: {e}")));
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// The connect thread's wake-up completed: its result is ready.
+    pub fn on_connected(&mut self, buf: Option<Vec<u8>>) {
+        self.read_buf = buf;
+        self.pending = false;
+        self.done = Some(
+            self.rx
+                .try_recv()
+                .unwrap_or_else(|_| Err("the connect thread left no result".into())),
+        );
+    }
+
+    /// A finished attempt's result, once.
+    pub fn take_result(&mut self) -> Option<Connected> {
+        self.done.take()
+    }
+
+    /// `stream` is the live connection now.
+    pub fn connected(&mut self, stream: TcpStream) {
+        self.generation += 1;
+        self.stream = Some(stream);
+        self.backoff_ms = RECONNECT_BACKOFF_MIN_MS;
+        self.retry_at = None;
+    }
+
+    /// Shuts the connection down: its reads and sends still in flight
+    /// complete (as stale completions, their buffers handed back), and its
+    /// fds — with the segment `file` and `pipe` its splices may name — stay
+    /// open until they have. Returns whether there was a connection.
+    pub fn drop_connection(&mut self, file: Option<File>, pipe: Option<Pipe>) -> bool {
+        let had = match self.stream.take() {
+            Some(stream) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                self.held = Some(Held { stream, file, pipe });
+                true
+            }
+            None => false,
+        };
+        self.generation += 1;
+        self.schedule_retry();
+        had
+    }
+
+    /// Closes the connection at the end of a run.
+    pub fn close(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        if self.pending {
+            // Complete the wake-up read now, so the ring can be dropped; the
+            // connect thread's late result goes nowhere.
+            let _ = self.wake.write(1);
+        }
+        self.generation += 1;
+    }
+}
