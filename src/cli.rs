@@ -7,21 +7,20 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::constants::{RECORD_PAYLOAD_BYTES_MAX, SHARDS_MAX};
-use crate::core::{self, CoreConfig, CoreReport, DurableListener};
 use crate::frame::{self, RecordRef};
-use crate::inbox::{self, InboxSender};
-use crate::ingest::{self, IngestError};
 use crate::receive::{Receiver, ReceiverConfig};
 use crate::report::{LatencySummary, kernel_release};
+use crate::shard::{DurableListener, InboxSender, Shard, ShardConfig, ShardReport, SinkConfig};
 use crate::sink::tcp::{SendMode, TcpConfig};
+use crate::source::lines::{self, IngestError};
 use crate::wal::Durability;
 use crate::wal::WalIo;
 use crate::wal::recovery::{self, ShardScan};
@@ -532,20 +531,14 @@ fn check_shard(shard: u32) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The CLI's side of a core: readiness, and `durable SEQ` lines on request.
+/// The CLI's side of a shard: `durable SEQ` and `acked SEQ` lines on
+/// request.
 struct CliListener {
-    ready: Option<mpsc::Sender<()>>,
     report_durable: bool,
     report_acked: bool,
 }
 
 impl DurableListener for CliListener {
-    fn on_ready(&mut self, _durable_seq: u64) {
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(());
-        }
-    }
-
     fn on_durable(&mut self, durable_seq: u64) {
         if self.report_durable {
             crate::outln!("durable {durable_seq}");
@@ -559,38 +552,21 @@ impl DurableListener for CliListener {
     }
 }
 
-/// Runs one core on its own thread fed by `produce`, which runs here once
-/// the core's WAL is open (so a bad --dir fails before any input is read,
-/// and accept timestamps do not include recovery).
-fn run_core_with<P, T, E>(
-    config: CoreConfig,
+/// Runs one shard fed by `produce`, which runs here once the shard's WAL is
+/// open (so a bad --dir fails before any input is read, and accept
+/// timestamps do not include recovery), then closes it.
+fn run_shard<T, E>(
+    config: ShardConfig,
     (report_durable, report_acked): (bool, bool),
-    produce: P,
-) -> Result<(CoreReport, Result<T, E>), Failure>
-where
-    P: FnOnce(InboxSender) -> Result<T, E>,
-{
-    let (sender, receiver) = inbox::inbox().map_err(Failure::operating)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut listener = CliListener {
-        ready: Some(ready_tx),
+    produce: impl FnOnce(&InboxSender) -> Result<T, E>,
+) -> Result<(ShardReport, Result<T, E>), Failure> {
+    let listener = CliListener {
         report_durable,
         report_acked,
     };
-    let core = std::thread::Builder::new()
-        .name(format!("ringship-core-{}", config.shard))
-        .spawn(move || core::run(&config, receiver, &mut listener))
-        .map_err(Failure::operating)?;
-    let produced = match ready_rx.recv() {
-        Ok(()) => Some(produce(sender)),
-        // The core failed while opening; its error is reported below.
-        Err(_) => None,
-    };
-    let report = core
-        .join()
-        .map_err(|_| Failure::operating("the core thread panicked"))?
-        .map_err(Failure::operating)?;
-    let produced = produced.expect("a core that opened returned a report");
+    let handle = Shard::spawn_with_listener(config, listener).map_err(Failure::operating)?;
+    let produced = produce(handle.inbox());
+    let report = handle.close().map_err(Failure::operating)?;
     Ok((report, produced))
 }
 
@@ -684,7 +660,7 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         None => None,
     };
     let source = sink.as_ref().map(|s| s.source.clone());
-    let config = CoreConfig {
+    let config = ShardConfig {
         dir: args.dir.clone(),
         shard: args.shard,
         cpu: Some(args.cpu.unwrap_or(args.shard as usize)),
@@ -696,16 +672,15 @@ fn ship(args: ShipArgs) -> Result<i32, Failure> {
         } else {
             WalIo::Buffered
         },
-        sink,
+        sink: sink.map(SinkConfig::Tcp),
         retain_segments: args.retain_segments,
         ack_timeout: Duration::from_secs_f64(args.ack_timeout),
         latency_window: None,
         spin: args.spin.budget(),
     };
-    let (report, fed) =
-        run_core_with(config, (args.report_durable, args.report_acked), |sender| {
-            ingest::feed_lines(input, sender)
-        })?;
+    let (report, fed) = run_shard(config, (args.report_durable, args.report_acked), |sender| {
+        lines::feed_lines(input, sender)
+    })?;
 
     let summary = ShipSummary {
         shard: report.shard,
@@ -1099,7 +1074,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
         )));
     }
     let (dir, _temp) = scratch_dir(args.dir.as_ref(), args.keep, "ringship-wal-bench-")?;
-    let config = CoreConfig {
+    let config = ShardConfig {
         dir: dir.clone(),
         shard: 0,
         cpu: Some(args.cpu),
@@ -1121,7 +1096,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
     let started = Instant::now();
     let counter = produced.clone();
 
-    let (report, fed) = run_core_with(config, (false, false), move |sender| {
+    let (report, fed) = run_shard(config, (false, false), move |sender| {
         let schedule = crate::bench::Schedule {
             started: Instant::now(),
             started_ns: frame::now_ns(),
@@ -1129,9 +1104,7 @@ fn wal_bench(args: WalBenchArgs) -> Result<i32, Failure> {
             limit,
             deadline,
         };
-        let generated = crate::bench::generate(&sender, &payload, schedule, &counter, None);
-        sender.close();
-        generated
+        crate::bench::generate(sender, &payload, schedule, &counter, None)
     })?;
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);

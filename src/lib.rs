@@ -73,18 +73,22 @@
 
 #![deny(unsafe_code)]
 
+pub use shard::{
+    DurableListener, Error, Shard, ShardConfig, ShardHandle, ShardReport, SinkConfig, Ticket,
+};
+pub use wal::{Durability, WalIo};
+
 pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod constants;
-pub mod core;
 pub mod frame;
-pub mod inbox;
-pub mod ingest;
 pub mod io;
 pub mod latency;
 pub mod protocol;
 pub mod receive;
 pub mod report;
+pub mod shard;
 pub mod sink;
+pub mod source;
 pub mod wal;

@@ -29,17 +29,19 @@ pub mod report;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::constants::{
     BENCH_UNACKED_BYTES_MAX, BENCH_UNACKED_RECORDS_MAX, CONNECT_TIMEOUT_MS, PROBE_ACK_WAIT_MS,
 };
-use crate::core::{self, CoreConfig, CoreReport, DurableListener};
 use crate::frame;
-use crate::inbox::{self, CoreGone, InboxSender};
 use crate::latency::{Recorder, Window};
 use crate::receive::{Receiver, ReceiverConfig, ReceiverTotals};
+use crate::shard::{
+    CoreGone, DurableListener, InboxSender, Shard, ShardConfig, ShardHandle, ShardReport,
+    SinkConfig,
+};
 use crate::sink::tcp::{SendMode, TcpConfig};
 use crate::wal::Durability;
 use crate::wal::WalIo;
@@ -160,21 +162,13 @@ impl AckWatch {
     }
 }
 
-/// A shipper core's listener: readiness, and acks for [`AckWatch`].
+/// A shipper core's listener: acks for [`AckWatch`], timestamped on the
+/// shard's thread as it handles them.
 struct BenchListener {
-    ready: Option<mpsc::Sender<u64>>,
     watch: Arc<AckWatch>,
 }
 
 impl DurableListener for BenchListener {
-    fn on_ready(&mut self, durable_seq: u64) {
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(durable_seq);
-        }
-    }
-
-    fn on_durable(&mut self, _durable_seq: u64) {}
-
     fn on_acked(&mut self, acked_seq: u64) {
         let now_ns = frame::now_ns();
         let mut state = self.watch.state.lock().expect("not poisoned");
@@ -190,13 +184,22 @@ impl DurableListener for BenchListener {
 
 struct ShipCore {
     /// `None` only while a generator thread holds it.
-    sender: Option<InboxSender>,
+    handle: Option<ShardHandle>,
     /// Seq of the last record already in the WAL when it opened.
     base_seq: u64,
     /// The CPU the core is pinned to; its generator shares it.
     cpu: usize,
     watch: Arc<AckWatch>,
-    handle: std::thread::JoinHandle<Result<CoreReport, core::CoreError>>,
+}
+
+impl ShipCore {
+    /// Closes the shard's inbox and waits for it to finish.
+    fn close(self) -> Result<ShardReport, BenchError> {
+        self.handle
+            .expect("held by the bench")
+            .close()
+            .map_err(BenchError::new)
+    }
 }
 
 /// CPU time (user, system) and max RSS of the whole process so far.
@@ -303,8 +306,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
     }
     if let Err(e) = opened {
         for core in cores {
-            drop(core.sender);
-            let _ = core.handle.join();
+            let _ = core.close();
         }
         let _ = stop_receiver(receiver);
         return Err(e);
@@ -315,11 +317,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
     let mut reports = Vec::with_capacity(cores.len());
     let mut core_error = None;
     for core in cores {
-        drop(core.sender);
-        match core.handle.join() {
-            Ok(Ok(report)) => reports.push(report),
-            Ok(Err(e)) => core_error = core_error.or(Some(BenchError::new(e))),
-            Err(_) => core_error = core_error.or(Some(BenchError("a core panicked".into()))),
+        match core.close() {
+            Ok(report) => reports.push(report),
+            Err(e) => core_error = core_error.or(Some(e)),
         }
     }
     let totals = match stop_receiver(receiver) {
@@ -379,52 +379,33 @@ fn start_core(
     window: &Arc<Window>,
     cpus: usize,
 ) -> Result<ShipCore, BenchError> {
-    let (sender, receiver) = inbox::inbox().map_err(BenchError::new)?;
-    let (ready_tx, ready_rx) = mpsc::channel();
     let watch = Arc::new(AckWatch::default());
-    let mut listener = BenchListener {
-        ready: Some(ready_tx),
+    let listener = BenchListener {
         watch: watch.clone(),
     };
-    let core_config = CoreConfig {
-        dir: config.dir.join("ship"),
-        shard: shard as u32,
-        cpu: Some(shard % cpus),
-        durability: config.durability,
-        // Zero-copy sends the durable tail from the WAL's O_DIRECT commit
-        // buffers, so a zc run opens its WAL with O_DIRECT.
-        wal_io: if config.send_mode == SendMode::Zc {
-            WalIo::Direct
-        } else {
-            WalIo::Buffered
-        },
-        sink: Some(TcpConfig {
-            peer,
-            source: source.to_string(),
-            send_mode: config.send_mode,
-        }),
-        retain_segments: None,
-        ack_timeout: ACK_STALL,
-        latency_window: Some(window.clone()),
-        spin: config.spin,
-    };
-    let handle = std::thread::Builder::new()
-        .name(format!("ringship-core-{shard}"))
-        .spawn(move || core::run(&core_config, receiver, &mut listener))
-        .map_err(BenchError::new)?;
-    match ready_rx.recv() {
-        Ok(base_seq) => Ok(ShipCore {
-            sender: Some(sender),
-            base_seq,
-            cpu: shard % cpus,
-            watch,
-            handle,
-        }),
-        Err(_) => Err(match handle.join() {
-            Ok(Err(e)) => BenchError::new(e),
-            _ => BenchError(format!("core {shard} stopped while opening its WAL")),
-        }),
+    let mut shard_config = ShardConfig::new(config.dir.join("ship"), shard as u32);
+    shard_config.cpu = Some(shard % cpus);
+    shard_config.durability = config.durability;
+    // Zero-copy sends the durable tail from the WAL's O_DIRECT commit
+    // buffers, so a zc run opens its WAL with O_DIRECT.
+    if config.send_mode == SendMode::Zc {
+        shard_config.wal_io = WalIo::Direct;
     }
+    shard_config.sink = Some(SinkConfig::Tcp(TcpConfig {
+        peer,
+        source: source.to_string(),
+        send_mode: config.send_mode,
+    }));
+    shard_config.ack_timeout = ACK_STALL;
+    shard_config.latency_window = Some(window.clone());
+    shard_config.spin = config.spin;
+    let handle = Shard::spawn_with_listener(shard_config, listener).map_err(BenchError::new)?;
+    Ok(ShipCore {
+        base_seq: handle.base_seq(),
+        handle: Some(handle),
+        cpu: shard % cpus,
+        watch,
+    })
 }
 
 /// What the driver measured itself.
@@ -493,7 +474,7 @@ fn drive(
             .zip(&produced)
             .map(|(core, produced)| {
                 let payload = &payload;
-                let sender = core.sender.take().expect("held by the bench");
+                let handle = core.handle.take().expect("held by the bench");
                 let cpu = core.cpu;
                 let watch = core.watch.clone();
                 let base_seq = core.base_seq;
@@ -502,7 +483,7 @@ fn drive(
                     let _ = crate::io::cpu::pin_current_thread(cpu);
                     let acks = AckWindow::new(&watch, base_seq, record_bytes);
                     let generated = generate(
-                        &sender,
+                        handle.inbox(),
                         payload,
                         Schedule {
                             started,
@@ -514,7 +495,7 @@ fn drive(
                         produced,
                         Some(&acks),
                     );
-                    (sender, generated)
+                    (handle, generated)
                 })
             })
             .collect();
@@ -551,8 +532,8 @@ fn drive(
             .into_iter()
             .zip(cores.iter_mut())
             .map(|(h, core)| {
-                let (sender, generated) = h.join().expect("generator does not panic");
-                core.sender = Some(sender);
+                let (handle, generated) = h.join().expect("generator does not panic");
+                core.handle = Some(handle);
                 generated
             })
             .collect()
@@ -603,7 +584,7 @@ fn drive(
             ));
         }
         std::thread::sleep(config.probe_silence);
-        let sender = core.sender.as_ref().expect("held by the bench");
+        let sender = core.handle.as_ref().expect("held by the bench").inbox();
         let (records, last_ts) = burst(sender, &payload, config.probe_burst)
             .map_err(|_| BenchError("core 0 stopped during the idle-tail probe".into()))?;
         next_seq += records;

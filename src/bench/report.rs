@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::bench::{BenchConfig, Driven, Rate};
-use crate::core::CoreReport;
 use crate::latency::Recorder;
 use crate::report::{LatencySummary, human_ns, kernel_release};
+use crate::shard::ShardReport;
 
 /// `summary.json`'s `format`.
 pub const REPORT_FORMAT: &str = "ringship-bench";
@@ -195,7 +195,7 @@ pub struct Usage {
 
 pub(crate) fn build(
     config: &BenchConfig,
-    cores: &[CoreReport],
+    cores: &[ShardReport],
     stages: &[(&'static StageSpec, Recorder)],
     driven: &Driven,
     usage: Usage,

@@ -20,6 +20,7 @@
 //! for), [`cpu`] (pinning and wake-up latency), [`pipe`] (splice pipes).
 
 pub mod cpu;
+pub(crate) mod event_loop;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod pipe;

@@ -345,13 +345,13 @@ impl Conn {
                 if let Err(e) = self.source.stage(&mut self.wal, ring) {
                     break Err(e);
                 }
-                match self.wal.pump(ring) {
-                    Ok(pumped) => {
-                        if let Some(seq) = pumped.durable_seq {
+                match self.wal.submit(ring) {
+                    Ok(submitted) => {
+                        if let Some(seq) = submitted.durable_seq {
                             self.ack_due = Some(seq);
                         }
                         // A rotation makes room: stage again.
-                        if !pumped.rotated {
+                        if !submitted.rotated {
                             break Ok(());
                         }
                     }

@@ -8,14 +8,14 @@
 //! while [`COMMIT_CHAINS_MAX`] chains are in flight goes into the next commit.
 //! In `--durability none`, a small commit after an idle spell is written
 //! inline instead, with pwrite on the core ([`INLINE_COMMIT_BYTES_MAX`]):
-//! [`WalWriter::pump`] then returns the advanced watermark itself.
+//! [`WalWriter::submit`] then returns the advanced watermark itself.
 //!
 //! **The durability promise.** [`WalWriter::durable_seq`] is the highest seq
 //! such that it and every record before it are on disk (their fdatasync
 //! completed; in `--durability none` mode, their write completed). It only
 //! moves forward, and it moves in the same loop iteration as the completion
 //! (or inline commit) that advanced it: [`WalWriter::on_completion`] and
-//! [`WalWriter::pump`] return the new value so the caller can wake a consumer
+//! [`WalWriter::submit`] return the new value so the caller can wake a consumer
 //! (the shipper) straight away.
 //!
 //! A commit never spans two segments. When the next record does not fit, the
@@ -60,9 +60,9 @@ use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::{self, SegmentHeader, create_segment, preallocate, shard_dir};
 use crate::wal::{Durability, DurableTail, WalError};
 
-/// What [`WalWriter::pump`] did.
+/// What [`WalWriter::submit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pumped {
+pub struct Submitted {
     /// The segment rotated: the caller may stage again.
     pub rotated: bool,
     /// A commit completed inline and moved the durable watermark here; the
@@ -76,7 +76,7 @@ pub enum Stage {
     /// The record was given this seq and will be in the next commit.
     Staged(u64),
     /// No room until a commit completes or the segment rotates: call
-    /// [`WalWriter::pump`] and retry after the next completions.
+    /// [`WalWriter::submit`] and retry after the next completions.
     Full,
 }
 
@@ -711,24 +711,24 @@ impl WalWriter {
     /// none` after an idle spell, writes them inline: see
     /// [`INLINE_COMMIT_BYTES_MAX`]), and rotates the segment once a pending
     /// rotation's barrier is reached.
-    pub fn pump(&mut self, io: &mut impl Io) -> Result<Pumped, WalError> {
-        let mut pumped = Pumped::default();
+    pub fn submit(&mut self, io: &mut impl Io) -> Result<Submitted, WalError> {
+        let mut submitted = Submitted::default();
         if self.staged_bytes() > 0
             && let Some(index) = self.chains[..self.chains_max()]
                 .iter()
                 .position(|c| c.state == ChainState::Idle)
         {
             if self.inline_ok() {
-                pumped.durable_seq = self.commit_inline(io, index)?;
+                submitted.durable_seq = self.commit_inline(io, index)?;
             } else {
-                self.submit(io, index);
+                self.submit_chain(io, index);
             }
         }
         if self.rotate_pending && self.staged_bytes() == 0 && self.order.is_empty() {
             self.rotate()?;
-            pumped.rotated = true;
+            submitted.rotated = true;
         }
-        Ok(pumped)
+        Ok(submitted)
     }
 
     /// A small `--durability none` commit after an idle spell: nothing is in
@@ -785,7 +785,7 @@ impl WalWriter {
         Ok(self.advance(io))
     }
 
-    fn submit(&mut self, io: &mut impl Io, index: usize) {
+    fn submit_chain(&mut self, io: &mut impl Io, index: usize) {
         let mut chain = Chain {
             state: ChainState::InFlight,
             buf_in_kernel: true,
@@ -1090,7 +1090,7 @@ mod tests {
                 Stage::Staged(_)
             ));
         }
-        assert_eq!(wal.pump(io).unwrap(), Pumped::default());
+        assert_eq!(wal.submit(io).unwrap(), Submitted::default());
         n * encoded_len_bytes(len)
     }
 
@@ -1215,8 +1215,8 @@ mod tests {
         let mut io = FakeIo::default();
         let mut wal = open(tmp.path(), Durability::None);
         wal.stage(&mut io, 1, b"one").unwrap();
-        let pumped = wal.pump(&mut io).unwrap();
-        assert_eq!(pumped.durable_seq, Some(1));
+        let submitted = wal.submit(&mut io).unwrap();
+        assert_eq!(submitted.durable_seq, Some(1));
         assert_eq!(
             io.written_now,
             vec![(

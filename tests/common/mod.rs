@@ -7,9 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use ringship::core::{self, CoreConfig, DurableListener};
-use ringship::inbox;
-use ringship::wal::Durability;
+use ringship::{Durability, Shard, ShardConfig};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ringship"))
@@ -30,41 +28,16 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-struct Quiet;
-impl DurableListener for Quiet {
-    fn on_durable(&mut self, _: u64) {}
-}
-
-/// Appends `payloads` to shard 0 of `dir` through the real core loop
+/// Appends `payloads` to shard 0 of `dir` through the real shard loop
 /// (io_uring group commit); returns the durable seq afterwards.
 pub fn append(dir: &Path, durability: Durability, payloads: &[Vec<u8>]) -> u64 {
-    let (sender, receiver) = inbox::inbox().unwrap();
-    let config = CoreConfig {
-        dir: dir.to_path_buf(),
-        shard: 0,
-        cpu: None,
-        durability,
-        wal_io: ringship::wal::WalIo::Buffered,
-        sink: None,
-        retain_segments: None,
-        ack_timeout: std::time::Duration::ZERO,
-        latency_window: None,
-        spin: std::time::Duration::ZERO,
-    };
-    let core = std::thread::spawn(move || core::run(&config, receiver, &mut Quiet));
-    let mut batch = sender.take().unwrap();
-    for p in payloads {
-        if !batch.has_room(p.len()) {
-            sender.send(batch).unwrap();
-            batch = sender.take().unwrap();
-        }
-        batch.push(ringship::frame::now_ns(), p).unwrap();
-    }
-    if !batch.is_empty() {
-        sender.send(batch).unwrap();
-    }
-    sender.close();
-    core.join().unwrap().unwrap().durable_seq
+    let mut config = ShardConfig::new(dir, 0);
+    config.durability = durability;
+    let mut shard = Shard::spawn(config).unwrap();
+    shard
+        .append_all(payloads.iter().map(Vec::as_slice))
+        .unwrap();
+    shard.close().unwrap().durable_seq
 }
 
 /// The payload of line `i` in the generated streams: varied lengths, and

@@ -12,6 +12,7 @@
 //!
 //! Batch layout, repeated: `len: u32 LE | append_ts_ns: u64 LE | payload`.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
@@ -23,12 +24,14 @@ use crate::frame::{TooLarge, check_payload};
 /// A fixed-capacity buffer of inbox entries.
 pub struct Batch {
     bytes: Vec<u8>,
+    records: u64,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             bytes: Vec::with_capacity(INBOX_BATCH_BYTES),
+            records: 0,
         }
     }
 
@@ -49,6 +52,7 @@ impl Batch {
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(&append_ts_ns.to_le_bytes());
         self.bytes.extend_from_slice(payload);
+        self.records += 1;
         Ok(())
     }
 
@@ -70,6 +74,7 @@ impl Batch {
 
     fn clear(&mut self) {
         self.bytes.clear();
+        self.records = 0;
     }
 }
 
@@ -78,6 +83,9 @@ pub struct InboxSender {
     full: SyncSender<Batch>,
     free: Receiver<Batch>,
     wake: Arc<EventFd>,
+    /// Records handed over so far: the core appends them in this order, so
+    /// the n-th gets the seq n after the WAL's durable seq at start.
+    records_sent: Cell<u64>,
 }
 
 /// The core's end.
@@ -100,6 +108,7 @@ pub fn inbox() -> std::io::Result<(InboxSender, InboxReceiver)> {
             full: full_tx,
             free: free_rx,
             wake: wake.clone(),
+            records_sent: Cell::new(0),
         },
         InboxReceiver {
             full: full_rx,
@@ -122,9 +131,16 @@ impl InboxSender {
         Ok(batch)
     }
 
+    /// Records handed over so far.
+    pub fn records_sent(&self) -> u64 {
+        self.records_sent.get()
+    }
+
     /// Hands a filled batch to the core and wakes it.
     pub fn send(&self, batch: Batch) -> Result<(), CoreGone> {
+        let records = batch.records;
         self.full.send(batch).map_err(|_| CoreGone)?;
+        self.records_sent.set(self.records_sent.get() + records);
         self.wake.write(1).map_err(|_| CoreGone)?;
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! Producers: turn an input stream into records in a core's inbox.
+//! Lines: each line of an input stream becomes one record in a shard's
+//! inbox.
 //!
 //! [`feed_lines`] makes each line, without its `\n`, one record. A line is
 //! bytes, not text: NUL, CR and invalid UTF-8 pass through byte-exact. A final
@@ -12,7 +13,7 @@ use std::io::{self, Read};
 
 use crate::constants::{INPUT_READ_BYTES, RECORD_PAYLOAD_BYTES_MAX};
 use crate::frame::now_ns;
-use crate::inbox::{Batch, CoreGone, InboxSender};
+use crate::shard::{Batch, CoreGone, InboxSender};
 
 /// What a producer handed over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,22 +74,19 @@ impl Feeder<'_> {
     }
 }
 
-/// Reads `input` to EOF, one record per line, into `sender`, then closes the
-/// inbox (also on error, so the core finishes what it was given).
-pub fn feed_lines(input: impl Read, sender: InboxSender) -> Result<IngestReport, IngestError> {
+/// Reads `input` to EOF, one record per line, into a shard's inbox.
+/// Lines accepted before a failure are still handed over: nothing is lost.
+pub fn feed_lines(input: impl Read, sender: &InboxSender) -> Result<IngestReport, IngestError> {
     let mut feeder = Feeder {
-        sender: &sender,
+        sender,
         batch: None,
         report: IngestReport::default(),
     };
     let result = feed_lines_inner(input, &mut feeder);
-    // Lines accepted before a failure still go to the core: nothing is lost.
     let flushed = feeder.flush();
-    let report = feeder.report;
-    sender.close();
     result?;
     flushed?;
-    Ok(report)
+    Ok(feeder.report)
 }
 
 fn feed_lines_inner(mut input: impl Read, feeder: &mut Feeder<'_>) -> Result<(), IngestError> {
