@@ -73,9 +73,11 @@
 
 #![deny(unsafe_code)]
 
+pub use receive::{Receiver, ReceiverConfig, ReceiverHandle, ReceiverTotals};
 pub use shard::{
     DurableListener, Error, Shard, ShardConfig, ShardHandle, ShardReport, SinkConfig, Ticket,
 };
+pub use sink::tcp::{SendMode, TcpConfig};
 pub use wal::{Durability, WalIo};
 
 pub mod bench;

@@ -37,7 +37,7 @@ use crate::constants::{
 };
 use crate::frame;
 use crate::latency::{Recorder, Window};
-use crate::receive::{Receiver, ReceiverConfig, ReceiverTotals};
+use crate::receive::{Receiver, ReceiverConfig, ReceiverHandle};
 use crate::shard::{
     CoreGone, DurableListener, InboxSender, Shard, ShardConfig, ShardHandle, ShardReport,
     SinkConfig,
@@ -258,7 +258,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
             (peer, source, None)
         }
         None => {
-            let receiver = Receiver::bind(
+            let receiver = Receiver::spawn(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
                 ReceiverConfig {
                     dir: config.dir.join("recv"),
@@ -273,24 +273,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
                 },
             )
             .map_err(|e| BenchError(format!("starting the in-process receiver: {e}")))?;
-            let addr = receiver.local_addr().map_err(BenchError::new)?;
-            let stopper = receiver.stopper();
-            let handle = std::thread::Builder::new()
-                .name("ringship-bench-recv".into())
-                .spawn(move || receiver.run())
-                .map_err(BenchError::new)?;
-            (addr, EMBEDDED_SOURCE.to_string(), Some((stopper, handle)))
+            let addr = receiver.local_addr();
+            (addr, EMBEDDED_SOURCE.to_string(), Some(receiver))
         }
     };
-    let stop_receiver = |receiver: Option<(
-        crate::receive::Stopper,
-        std::thread::JoinHandle<std::io::Result<ReceiverTotals>>,
-    )>| {
-        receiver.map(|(stopper, handle)| {
-            stopper.stop();
-            handle.join()
-        })
-    };
+    let stop_receiver = |receiver: Option<ReceiverHandle>| receiver.map(ReceiverHandle::stop);
 
     // The shipper cores, each with its WAL open before the load starts.
     let mut cores = Vec::with_capacity(config.cores);
@@ -323,9 +310,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchRun, BenchError> {
         }
     }
     let totals = match stop_receiver(receiver) {
-        Some(Ok(Ok(totals))) => Some(totals),
-        Some(Ok(Err(e))) => return Err(BenchError(format!("the in-process receiver: {e}"))),
-        Some(Err(_)) => return Err(BenchError("the in-process receiver panicked".into())),
+        Some(Ok(totals)) => Some(totals),
+        Some(Err(e)) => return Err(BenchError(format!("the in-process receiver: {e}"))),
         None => None,
     };
     if let Some(e) = core_error {

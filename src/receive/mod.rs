@@ -3,7 +3,7 @@
 //! A receiver runs N *cores* (`--cores`), each a thread with its own io_uring,
 //! pinned with its io-wq workers to one CPU when asked. Each connection
 //! carries one (source, shard) and is served by one core, the least loaded
-//! when it arrives (see `receive/core.rs`):
+//! when it arrives (see `receive/reactor.rs`):
 //!
 //! 1. **Admission**, on a short-lived thread per connection, since all of
 //!    it may block: the hello, the take-over of a (source, shard) still held
@@ -24,25 +24,25 @@
 //! (and acknowledged); the connection's other records, the other connections
 //! and the data on disk are untouched.
 
-mod core;
-mod verify;
+mod admission;
+mod connection;
+mod reactor;
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use self::core::{Admitted, CORE_GONE, CoreHandle};
-use crate::constants::{
-    ACCEPT_BACKOFF_MS, HANDSHAKE_TIMEOUT_MS, RECEIVER_CONNECTIONS_MAX, TAKEOVER_POLL_MS,
-};
+use self::reactor::CoreHandle;
+use crate::constants::{ACCEPT_BACKOFF_MS, RECEIVER_CONNECTIONS_MAX};
 use crate::latency::{Recorder, Window};
-use crate::protocol::{self, HELLO_BYTES, Hello, ProtocolError, WelcomeStatus};
-use crate::wal::{Durability, WalWriter};
+use crate::protocol::ProtocolError;
+use crate::wal::Durability;
 
 /// How a receiver runs.
 #[derive(Debug, Clone)]
@@ -121,6 +121,24 @@ impl Stopper {
 }
 
 impl Receiver {
+    /// Binds `addr` and serves on threads of its own until
+    /// [`ReceiverHandle::stop`]. A seq is acknowledged only once the
+    /// receiver's fdatasync covers it (unless [`Durability::None`]).
+    pub fn spawn(addr: SocketAddr, config: ReceiverConfig) -> Result<ReceiverHandle, crate::Error> {
+        let receiver = Receiver::bind(addr, config).map_err(crate::Error::Receiver)?;
+        let local_addr = receiver.local_addr().map_err(crate::Error::Receiver)?;
+        let stopper = receiver.stopper();
+        let thread = std::thread::Builder::new()
+            .name("ringship-receiver".into())
+            .spawn(move || receiver.run())
+            .map_err(crate::Error::Receiver)?;
+        Ok(ReceiverHandle {
+            local_addr,
+            stopper,
+            thread,
+        })
+    }
+
     pub fn bind(addr: SocketAddr, config: ReceiverConfig) -> io::Result<Receiver> {
         Ok(Receiver {
             listener: TcpListener::bind(addr)?,
@@ -154,7 +172,7 @@ impl Receiver {
         for k in 0..self.config.cores.max(1) {
             // A CPU *index* (allowed_cpu maps it to a CPU of our mask).
             let cpu = self.config.pin_first_cpu.map(|first| first + k);
-            match self::core::start(k, cpu, self.config.spin, self.shared.clone()) {
+            match self::reactor::start(k, cpu, self.config.spin, self.shared.clone()) {
                 Ok(core) => cores.push(core),
                 Err(why) => {
                     cores.into_iter().for_each(CoreHandle::finish);
@@ -198,7 +216,7 @@ impl Receiver {
             let cores = cores.clone();
             match std::thread::Builder::new()
                 .name(format!("ringship-admit-{peer}"))
-                .spawn(move || admit(stream, peer, &config, registration, &cores))
+                .spawn(move || admission::admit(stream, peer, &config, registration, &cores))
             {
                 Ok(handle) => admitting.push(handle),
                 // The connection is dropped; the others go on being served.
@@ -221,6 +239,30 @@ impl Receiver {
                 &mut *self.shared.remote_durable.lock().expect("not poisoned"),
             ),
         })
+    }
+}
+
+/// A running receiver (see [`Receiver::spawn`]).
+pub struct ReceiverHandle {
+    local_addr: SocketAddr,
+    stopper: Stopper,
+    thread: JoinHandle<io::Result<ReceiverTotals>>,
+}
+
+impl ReceiverHandle {
+    /// The address it listens on (with the port it got, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets every connection persist and acknowledge what
+    /// it verified, and returns the totals.
+    pub fn stop(self) -> Result<ReceiverTotals, crate::Error> {
+        self.stopper.stop();
+        match self.thread.join() {
+            Ok(totals) => totals.map_err(crate::Error::Receiver),
+            Err(_) => Err(crate::Error::Panicked),
+        }
     }
 }
 
@@ -262,137 +304,5 @@ impl Drop for Registration {
             active.serving.remove(key);
         }
         self.shared.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The handshake of one connection, on its own short-lived thread: read
-/// the hello, take over its (source, shard) from an older connection if
-/// need be, open (recover) the WAL, send the welcome with the durable seq,
-/// then hand the connection to a core. Everything here may block, bounded
-/// by HANDSHAKE_TIMEOUT_MS, so none of it runs on a core.
-fn admit(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    config: &ReceiverConfig,
-    mut registration: Registration,
-    cores: &[CoreHandle],
-) {
-    let shared = registration.shared.clone();
-    let _ = stream.set_nodelay(true);
-    protocol::set_keepalive(&stream);
-    let mut hello = [0u8; HELLO_BYTES];
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
-    if let Err(e) = stream.read_exact(&mut hello) {
-        tracing::warn!(%peer, "closing connection: no hello: {e}");
-        return;
-    }
-    let hello = match Hello::decode(&hello) {
-        Ok(h) => h,
-        Err((status, e)) => {
-            tracing::warn!(%peer, "closing connection: {e}");
-            let _ = stream.write_all(&protocol::encode_welcome(status, 0));
-            return;
-        }
-    };
-    let key = (hello.source.clone(), hello.shard);
-    // A new connection for a (source, shard) that is still being served takes
-    // over: the old one is most likely dead without having said so (its
-    // shipper restarted, or a partition). Its socket is shut down, its core
-    // persists and acks what it verified, and it unregisters.
-    let mut waited_ms = 0;
-    loop {
-        let mut active = shared.active.lock().expect("not poisoned");
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match active.serving.get(&key) {
-            None => {
-                active.serving.insert(key.clone(), stream.try_clone().ok());
-                registration.key = Some(key.clone());
-                break;
-            }
-            Some(old) => {
-                if waited_ms == 0 {
-                    tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
-                        "a new connection takes over this source and shard from an older one");
-                    if let Some(old) = old {
-                        let _ = old.shutdown(Shutdown::Both);
-                    }
-                }
-            }
-        }
-        drop(active);
-        if waited_ms >= HANDSHAKE_TIMEOUT_MS {
-            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
-                "closing connection: the older connection for this source and shard did not finish");
-            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
-            return;
-        }
-        // Waiting here is part of the handshake, never of the data path.
-        std::thread::sleep(Duration::from_millis(TAKEOVER_POLL_MS));
-        waited_ms += TAKEOVER_POLL_MS;
-    }
-    let opened = WalWriter::open(
-        &config.dir.join(&hello.source),
-        hello.shard,
-        config.durability,
-        crate::io::Owner::Connection(0),
-    );
-    let mut wal = match opened {
-        Ok((wal, _)) => wal,
-        Err(e) => {
-            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
-                "closing connection: storage: {e}");
-            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
-            return;
-        }
-    };
-    wal.set_latency_window(config.latency_window.clone());
-    // The least loaded running core; among equals, the one counted from the
-    // last CPU for this shard (shard 0 → the last core), so that on a host
-    // that also ships, the receiver's core avoids the CPU the shipper pins
-    // the same shard to. Chosen before the welcome, so a shipper is never
-    // welcomed into nothing.
-    let n = cores.len();
-    let preferred = n - 1 - hello.shard as usize % n;
-    let Some(core) = (0..n)
-        .map(|k| (preferred + k) % n)
-        .filter(|&k| cores[k].load.load(Ordering::SeqCst) < CORE_GONE)
-        .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
-    else {
-        tracing::warn!(%peer, "closing connection: every receiver core has stopped");
-        let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
-        return;
-    };
-    let reader = match stream.try_clone() {
-        Ok(reader) => reader,
-        Err(e) => {
-            tracing::warn!(%peer, "closing connection: {e}");
-            return;
-        }
-    };
-    if let Err(e) = stream
-        .write_all(&protocol::encode_welcome(
-            WelcomeStatus::Ok,
-            wal.durable_seq(),
-        ))
-        .and_then(|()| stream.set_read_timeout(None))
-    {
-        tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
-            "closing connection: sending the welcome: {e}");
-        return;
-    }
-    let admitted = Admitted {
-        stream,
-        reader,
-        peer,
-        hello,
-        wal,
-        registration,
-    };
-    if cores[core].admit(admitted).is_err() {
-        // The core stopped since it was chosen; the shipper reconnects.
-        tracing::warn!(%peer, "closing connection: its receiver core has stopped");
     }
 }

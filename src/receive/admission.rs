@@ -1,0 +1,145 @@
+//! Admission: the handshake of one connection, on its own short-lived
+//! thread, before the connection moves to a core.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::reactor::{Admitted, CORE_GONE, CoreHandle};
+use super::{ReceiverConfig, Registration};
+use crate::constants::{HANDSHAKE_TIMEOUT_MS, TAKEOVER_POLL_MS};
+use crate::protocol::{self, HELLO_BYTES, Hello, WelcomeStatus};
+use crate::wal::WalWriter;
+
+/// The handshake of one connection, on its own short-lived thread: read
+/// the hello, take over its (source, shard) from an older connection if
+/// need be, open (recover) the WAL, send the welcome with the durable seq,
+/// then hand the connection to a core. Everything here may block, bounded
+/// by HANDSHAKE_TIMEOUT_MS, so none of it runs on a core.
+pub(super) fn admit(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &ReceiverConfig,
+    mut registration: Registration,
+    cores: &[CoreHandle],
+) {
+    let shared = registration.shared.clone();
+    let _ = stream.set_nodelay(true);
+    protocol::set_keepalive(&stream);
+    let mut hello = [0u8; HELLO_BYTES];
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
+    if let Err(e) = stream.read_exact(&mut hello) {
+        tracing::warn!(%peer, "closing connection: no hello: {e}");
+        return;
+    }
+    let hello = match Hello::decode(&hello) {
+        Ok(h) => h,
+        Err((status, e)) => {
+            tracing::warn!(%peer, "closing connection: {e}");
+            let _ = stream.write_all(&protocol::encode_welcome(status, 0));
+            return;
+        }
+    };
+    let key = (hello.source.clone(), hello.shard);
+    // A new connection for a (source, shard) that is still being served takes
+    // over: the old one is most likely dead without having said so (its
+    // shipper restarted, or a partition). Its socket is shut down, its core
+    // persists and acks what it verified, and it unregisters.
+    let mut waited_ms = 0;
+    loop {
+        let mut active = shared.active.lock().expect("not poisoned");
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match active.serving.get(&key) {
+            None => {
+                active.serving.insert(key.clone(), stream.try_clone().ok());
+                registration.key = Some(key.clone());
+                break;
+            }
+            Some(old) => {
+                if waited_ms == 0 {
+                    tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                        "a new connection takes over this source and shard from an older one");
+                    if let Some(old) = old {
+                        let _ = old.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+        }
+        drop(active);
+        if waited_ms >= HANDSHAKE_TIMEOUT_MS {
+            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                "closing connection: the older connection for this source and shard did not finish");
+            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
+            return;
+        }
+        // Waiting here is part of the handshake, never of the data path.
+        std::thread::sleep(Duration::from_millis(TAKEOVER_POLL_MS));
+        waited_ms += TAKEOVER_POLL_MS;
+    }
+    let opened = WalWriter::open(
+        &config.dir.join(&hello.source),
+        hello.shard,
+        config.durability,
+        crate::io::Owner::Connection(0),
+    );
+    let mut wal = match opened {
+        Ok((wal, _)) => wal,
+        Err(e) => {
+            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                "closing connection: storage: {e}");
+            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+            return;
+        }
+    };
+    wal.set_latency_window(config.latency_window.clone());
+    // The least loaded running core; among equals, the one counted from the
+    // last CPU for this shard (shard 0 → the last core), so that on a host
+    // that also ships, the receiver's core avoids the CPU the shipper pins
+    // the same shard to. Chosen before the welcome, so a shipper is never
+    // welcomed into nothing.
+    let n = cores.len();
+    let preferred = n - 1 - hello.shard as usize % n;
+    let Some(core) = (0..n)
+        .map(|k| (preferred + k) % n)
+        .filter(|&k| cores[k].load.load(Ordering::SeqCst) < CORE_GONE)
+        .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
+    else {
+        tracing::warn!(%peer, "closing connection: every receiver core has stopped");
+        let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+        return;
+    };
+    let reader = match stream.try_clone() {
+        Ok(reader) => reader,
+        Err(e) => {
+            tracing::warn!(%peer, "closing connection: {e}");
+            return;
+        }
+    };
+    if let Err(e) = stream
+        .write_all(&protocol::encode_welcome(
+            WelcomeStatus::Ok,
+            wal.durable_seq(),
+        ))
+        .and_then(|()| stream.set_read_timeout(None))
+    {
+        tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+            "closing connection: sending the welcome: {e}");
+        return;
+    }
+    let admitted = Admitted {
+        stream,
+        reader,
+        peer,
+        hello,
+        wal,
+        registration,
+    };
+    if cores[core].admit(admitted).is_err() {
+        // The core stopped since it was chosen; the shipper reconnects.
+        tracing::warn!(%peer, "closing connection: its receiver core has stopped");
+    }
+}
