@@ -1,0 +1,105 @@
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use super::{EXIT_OK, Failure, SpinArgs};
+use crate::receive::{Receiver, ReceiverConfig};
+use crate::wal::Durability;
+
+/// Receive records from shippers: verify, persist, acknowledge.
+///
+/// Each (source, shard) is stored in DIR/<source>/<shard>/ in the WAL's own
+/// format, so `dump --dir DIR/<source>` and `verify` work on it. A seq is
+/// acknowledged only once the receiver's fdatasync covers it (unless
+/// --durability none). Runs until SIGINT or SIGTERM.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ringship receive --dir /var/lib/ringship-recv\n  \
+    ringship receive --listen 127.0.0.1:0 --dir recv   # prints the port it got")]
+pub(super) struct ReceiveArgs {
+    /// Address to listen on. A non-loopback address needs --insecure until
+    /// authentication is built.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    #[arg(long)]
+    dir: PathBuf,
+    /// Serve connections on N cores, each a thread with its own io_uring,
+    /// pinned (with its io-wq workers) to CPU k of those this process may
+    /// use. A connection goes to the least loaded core; among equals, to
+    /// the core counted from the last CPU (shard 0 → CPU N-1), away from
+    /// the CPU a shipper on the same host pins that shard to. Default: one
+    /// core per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
+    cores: Option<u32>,
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    /// Allow a non-loopback --listen without authentication.
+    #[arg(long)]
+    insecure: bool,
+    #[command(flatten)]
+    spin: SpinArgs,
+}
+
+pub(super) fn run(args: ReceiveArgs) -> Result<i32, Failure> {
+    use std::net::ToSocketAddrs;
+    let addr = args
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| Failure::usage(format!("--listen {}: {e}", args.listen)))?
+        .next()
+        .ok_or_else(|| Failure::usage(format!("--listen {}: no address", args.listen)))?;
+    if !addr.ip().is_loopback() && !args.insecure {
+        return Err(Failure::usage(format!(
+            "--listen {addr} is not a loopback address, and authentication is not built yet: \
+             pass --insecure to accept unauthenticated shippers from the network"
+        )));
+    }
+    if args.cores == Some(0) {
+        return Err(Failure::usage("--cores must be at least 1"));
+    }
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| Failure::operating(format!("creating {}: {e}", args.dir.display())))?;
+    // SIGINT and SIGTERM are taken by one thread that stops the receiver
+    // cleanly; block them everywhere else before any thread starts.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals.thread_block().map_err(Failure::operating)?;
+    let receiver = Receiver::bind(
+        addr,
+        ReceiverConfig {
+            dir: args.dir.clone(),
+            durability: args.durability,
+            cores: args.cores.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |n| n as usize,
+            ),
+            pin_first_cpu: Some(0),
+            latency_window: None,
+            spin: args.spin.budget(),
+        },
+    )
+    .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
+    let local = receiver.local_addr().map_err(Failure::operating)?;
+    crate::outln!(
+        "listening on {local} · dir {} · durability {}",
+        args.dir.display(),
+        args.durability
+    );
+    let _ = io::stdout().flush();
+    let stopper = receiver.stopper();
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            eprintln!("ringship: {signal:?}: finishing open connections");
+        }
+        stopper.stop();
+    });
+    let totals = receiver.run().map_err(Failure::operating)?;
+    crate::outln!(
+        "received {} records ({} payload bytes) over {} connections ({} refused)",
+        totals.records,
+        totals.payload_bytes,
+        totals.connections,
+        totals.refused
+    );
+    Ok(EXIT_OK)
+}
