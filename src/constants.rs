@@ -215,6 +215,10 @@ pub const RECEIVER_SLOTS_PER_CONNECTION: usize = COMMIT_CHAINS_MAX * 2 + 3;
 /// stop, forever; it resumes by seq when it reconnects.
 pub const ACK_SEND_TIMEOUT_MS: u64 = HANDSHAKE_TIMEOUT_MS;
 
+/// `ship --ack-timeout` at most: a day. Beyond it a run that waits for a
+/// peer is a service, and belongs under a supervisor, not a timeout.
+pub const ACK_TIMEOUT_S_MAX: f64 = 86_400.0;
+
 /// How long either side waits for the other's half of the handshake.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
@@ -273,6 +277,10 @@ pub const BENCH_UNACKED_RECORDS_MAX: usize = SEND_INFLIGHT_RECORDS_MAX;
 /// not yet seen acknowledged; see [`BENCH_UNACKED_RECORDS_MAX`]. 64 MiB is
 /// a fraction of a second of this machine's disk and several send windows.
 pub const BENCH_UNACKED_BYTES_MAX: u64 = 64 << 20;
+
+/// `--rate` at most, in records per second: far above anything a machine
+/// takes, so it only keeps the schedule's arithmetic finite.
+pub const RATE_PER_S_MAX: f64 = 1e15;
 
 /// `bench --probe-rounds` at most.
 pub const PROBE_ROUNDS_MAX: u32 = 10_000;

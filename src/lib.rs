@@ -82,7 +82,6 @@ pub use wal::{Durability, WalIo};
 
 pub mod bench;
 pub mod cli;
-pub mod compare;
 pub mod constants;
 pub mod frame;
 pub mod io;

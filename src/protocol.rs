@@ -73,10 +73,48 @@ impl WelcomeStatus {
     }
 }
 
-/// A protocol violation, with what was wrong.
+/// A protocol violation: what was wrong, as a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("protocol error: {0}")]
-pub struct ProtocolError(pub String);
+pub enum ProtocolError {
+    #[error("protocol error: bad {message} magic: not a ringship {peer}")]
+    BadMagic {
+        message: &'static str,
+        peer: &'static str,
+    },
+    #[error("protocol error: the {peer} speaks protocol version {theirs}, this side {ours}")]
+    Version {
+        peer: &'static str,
+        theirs: u16,
+        ours: u16,
+    },
+    #[error("protocol error: unknown capabilities {0:#06x}")]
+    Capabilities(u16),
+    #[error("protocol error: shard {0} is out of range")]
+    ShardOutOfRange(u32),
+    #[error("protocol error: source name length {0} is out of range")]
+    SourceLength(usize),
+    #[error("protocol error: hello padding is not zero")]
+    Padding,
+    #[error(
+        "protocol error: source name {0:?} is not [A-Za-z0-9._-]{{1,{SOURCE_NAME_BYTES_MAX}}} (and not . or ..)"
+    )]
+    SourceName(String),
+    #[error("the receiver refused the connection: {0:?}")]
+    Refused(WelcomeStatus),
+    #[error("protocol error: unknown welcome status {0}")]
+    UnknownStatus(u16),
+    #[error("protocol error: bad ack")]
+    BadAck,
+    #[error("protocol error: ack for seq {seq} outside [{low}, {high}]")]
+    AckOutOfRange { seq: u64, low: u64, high: u64 },
+    #[error("protocol error: record expected at seq {seq}: {source}")]
+    Record {
+        seq: u64,
+        source: crate::frame::DecodeError,
+    },
+    #[error("protocol error: record seq {got} where seq {expected} was expected")]
+    Seq { got: u64, expected: u64 },
+}
 
 /// Checks a source name: `[A-Za-z0-9._-]{1,64}`, and not `.` or `..`, so it
 /// can never name anything outside the receiver's data directory.
@@ -91,9 +129,7 @@ pub fn validate_source(name: &str) -> Result<(), ProtocolError> {
     if ok {
         Ok(())
     } else {
-        Err(ProtocolError(format!(
-            "source name {name:?} is not [A-Za-z0-9._-]{{1,{SOURCE_NAME_BYTES_MAX}}} (and not . or ..)"
-        )))
+        Err(ProtocolError::SourceName(name.to_string()))
     }
 }
 
@@ -118,37 +154,41 @@ impl Hello {
 
     /// Decodes and checks a Hello; the error names the first thing wrong.
     pub fn decode(b: &[u8; HELLO_BYTES]) -> Result<Hello, (WelcomeStatus, ProtocolError)> {
-        let bad = |s: String| (WelcomeStatus::BadHello, ProtocolError(s));
+        let bad = |e: ProtocolError| (WelcomeStatus::BadHello, e);
         if b[0..8] != HELLO_MAGIC {
-            return Err(bad("bad hello magic: not a ringship shipper".into()));
+            return Err(bad(ProtocolError::BadMagic {
+                message: "hello",
+                peer: "shipper",
+            }));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != PROTOCOL_VERSION {
             return Err((
                 WelcomeStatus::VersionMismatch,
-                ProtocolError(format!(
-                    "shipper speaks protocol version {version}, this receiver {PROTOCOL_VERSION}"
-                )),
+                ProtocolError::Version {
+                    peer: "shipper",
+                    theirs: version,
+                    ours: PROTOCOL_VERSION,
+                },
             ));
         }
         let capabilities = u16::from_le_bytes([b[10], b[11]]);
         if capabilities != 0 {
-            return Err(bad(format!("unknown capabilities {capabilities:#06x}")));
+            return Err(bad(ProtocolError::Capabilities(capabilities)));
         }
         let shard = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
         if shard >= SHARDS_MAX {
-            return Err(bad(format!("shard {shard} is out of range")));
+            return Err(bad(ProtocolError::ShardOutOfRange(shard)));
         }
         let len = b[16] as usize;
         if len == 0 || len > SOURCE_NAME_BYTES_MAX {
-            return Err(bad(format!("source name length {len} is out of range")));
+            return Err(bad(ProtocolError::SourceLength(len)));
         }
         if b[17 + len..].iter().any(|&x| x != 0) {
-            return Err(bad("hello padding is not zero".into()));
+            return Err(bad(ProtocolError::Padding));
         }
-        let source = std::str::from_utf8(&b[17..17 + len])
-            .map_err(|_| bad("source name is not ASCII".into()))?;
-        validate_source(source).map_err(|e| bad(e.0))?;
+        let source = String::from_utf8_lossy(&b[17..17 + len]);
+        validate_source(&source).map_err(bad)?;
         Ok(Hello {
             source: source.to_string(),
             shard,
@@ -168,23 +208,24 @@ pub fn encode_welcome(status: WelcomeStatus, durable_seq: u64) -> [u8; WELCOME_B
 /// Decodes a Welcome: the receiver's durable seq, or why it refused.
 pub fn decode_welcome(b: &[u8; WELCOME_BYTES]) -> Result<u64, ProtocolError> {
     if b[0..8] != WELCOME_MAGIC {
-        return Err(ProtocolError(
-            "bad welcome magic: not a ringship receiver".into(),
-        ));
+        return Err(ProtocolError::BadMagic {
+            message: "welcome",
+            peer: "receiver",
+        });
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
     if version != PROTOCOL_VERSION {
-        return Err(ProtocolError(format!(
-            "receiver speaks protocol version {version}, this shipper {PROTOCOL_VERSION}"
-        )));
+        return Err(ProtocolError::Version {
+            peer: "receiver",
+            theirs: version,
+            ours: PROTOCOL_VERSION,
+        });
     }
     let status = u16::from_le_bytes([b[10], b[11]]);
     match WelcomeStatus::from_u16(status) {
         Some(WelcomeStatus::Ok) => Ok(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"))),
-        Some(other) => Err(ProtocolError(format!(
-            "receiver refused the connection: {other:?}"
-        ))),
-        None => Err(ProtocolError(format!("unknown welcome status {status}"))),
+        Some(other) => Err(ProtocolError::Refused(other)),
+        None => Err(ProtocolError::UnknownStatus(status)),
     }
 }
 
@@ -228,7 +269,7 @@ pub fn encode_ack(durable_seq: u64) -> [u8; ACK_BYTES] {
 pub fn decode_ack(b: &[u8]) -> Result<u64, ProtocolError> {
     assert_eq!(b.len(), ACK_BYTES);
     if b[0..4] != ACK_MAGIC || b[4..8] != [0; 4] {
-        return Err(ProtocolError("bad ack".into()));
+        return Err(ProtocolError::BadAck);
     }
     Ok(u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")))
 }

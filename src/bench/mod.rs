@@ -23,6 +23,7 @@
 //! Generators pace the load with sleeps; nothing in the data path waits on
 //! a timer.
 
+pub mod compare;
 pub mod output;
 pub mod report;
 

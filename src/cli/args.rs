@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use crate::wal::Durability;
+
 use crate::sink::tcp::SendMode;
 
 /// `--spin-us`, shared by `ship`, `receive` and `bench`.
@@ -11,7 +13,7 @@ pub(crate) struct SpinArgs {
     /// completion (0: sleep at once). Trades CPU for latency: on a VM, where
     /// every sleep and wake-up costs tens of µs, a short spin catches an ack
     /// or the next record without paying for either. Up to 10000.
-    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
+    #[arg(long, allow_negative_numbers = true, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::constants::SPIN_US_MAX))]
     pub(crate) spin_us: u64,
 }
 
@@ -53,9 +55,84 @@ pub(crate) fn parse_rate(s: &str) -> Result<crate::bench::Rate, String> {
         return Ok(crate::bench::Rate::Max);
     }
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 1.0 => Ok(crate::bench::Rate::PerSecond(r)),
+        Ok(r) if (1.0..=crate::constants::RATE_PER_S_MAX).contains(&r) => {
+            Ok(crate::bench::Rate::PerSecond(r))
+        }
         _ => Err(format!(
-            "`{s}` is not a rate: give records per second (at least 1), or `max`"
+            "`{s}` is not a rate: give records per second, 1 to {:e}, or `max`",
+            crate::constants::RATE_PER_S_MAX
+        )),
+    }
+}
+
+impl ValueEnum for Durability {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Durability::Fsync, Durability::None]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            Durability::Fsync => clap::builder::PossibleValue::new("fsync")
+                .help("a record is durable once fdatasync'd (the default)"),
+            Durability::None => clap::builder::PossibleValue::new("none").help(
+                "no fdatasync: durable once in the page cache, to measure the pipeline apart \
+                 from the disk; a crash of the machine can lose records",
+            ),
+        })
+    }
+}
+
+/// A duration flag: seconds as a number (`2`, `0.5`, as before), or with a
+/// unit (`500ms`, `2s`, `1m`), within `[min_s, max_s]` seconds. The error
+/// names the range.
+pub(crate) fn duration_in(
+    min_s: f64,
+    max_s: f64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text: &str| {
+        let t = text.trim();
+        let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = t.strip_suffix('s') {
+            (n, 1.0)
+        } else if let Some(n) = t.strip_suffix('m') {
+            (n, 60.0)
+        } else {
+            (t, 1.0)
+        };
+        let range = || format!("give seconds from {min_s} to {max_s} (or 500ms, 2s, 1m)");
+        let seconds = number
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("`{text}` is not a duration: {}", range()))?
+            * scale;
+        if !(seconds.is_finite() && (min_s..=max_s).contains(&seconds)) {
+            return Err(format!("{text} is out of range: {}", range()));
+        }
+        Ok(Duration::from_secs_f64(seconds))
+    }
+}
+
+/// A CPU index flag: one of the CPUs this process may run on, counted from
+/// 0 (see [`crate::io::cpu::allowed_cpu`]). A larger index would wrap onto
+/// another CPU silently, so it is refused.
+pub(crate) fn cpu_index(text: &str) -> Result<usize, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match text.trim().parse::<usize>() {
+        Ok(cpu) if cpu < cpus => Ok(cpu),
+        _ => Err(format!(
+            "`{text}` is not a CPU here: give 0 to {} (this process may use {cpus} CPUs)",
+            cpus - 1
+        )),
+    }
+}
+
+/// A floating-point flag within `[min, max]`; the error names the range.
+pub(crate) fn number_in(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |text: &str| match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{text}` is out of range: give a number from {min} to {max}"
         )),
     }
 }

@@ -2,8 +2,7 @@ use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{EXIT_OK, Failure, SpinArgs, parse_rate, resolve, scratch_dir};
-use crate::constants::{RECORD_PAYLOAD_BYTES_MAX, SHARDS_MAX};
+use super::{EXIT_OK, Failure, SpinArgs, duration_in, parse_rate, resolve, scratch_dir};
 use crate::sink::tcp::SendMode;
 use crate::wal::Durability;
 
@@ -37,20 +36,23 @@ use crate::wal::Durability;
 pub(super) struct BenchArgs {
     /// Records per second offered over all cores (open loop), or `max`
     /// (closed loop: as fast as the pipeline takes them).
-    #[arg(long, default_value = "10000", value_parser = parse_rate)]
+    #[arg(long, allow_negative_numbers = true, default_value = "10000", value_parser = parse_rate)]
     rate: crate::bench::Rate,
-    /// Seconds measured, after the warmup.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Seconds of load before measuring starts.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Payload bytes per record.
-    #[arg(long, default_value_t = 100)]
-    record_bytes: usize,
-    /// Shipper cores (shards), each with its own ring, WAL and connection.
-    #[arg(long, default_value_t = 1)]
-    cores: usize,
+    /// How long to measure, after the warmup: seconds, or 500ms, 2s, 1m;
+    /// at most 3000 s.
+    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = duration_in(0.001, crate::constants::BENCH_SECONDS_MAX))]
+    duration: Duration,
+    /// Load before measuring starts: seconds, or 500ms, 2s, 1m; at most
+    /// 3000 s with --duration.
+    #[arg(long, default_value = "2", allow_negative_numbers = true, value_parser = duration_in(0.0, crate::constants::BENCH_SECONDS_MAX))]
+    warmup: Duration,
+    /// Payload bytes per record, 0 to 1048576.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=crate::constants::RECORD_PAYLOAD_BYTES_MAX as i64))]
+    record_bytes: u32,
+    /// Shipper cores (shards), each with its own ring, WAL and connection;
+    /// 1 to 256.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
+    cores: u32,
     /// On both the shipper and the in-process receiver.
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
     durability: Durability,
@@ -70,14 +72,14 @@ pub(super) struct BenchArgs {
     /// Write summary.json, <stage>.hgrm, latency.hlog and latency.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Idle-tail probe rounds (0 skips the probe).
-    #[arg(long, default_value_t = 20)]
+    /// Idle-tail probe rounds (0 skips the probe), up to 10000.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=crate::constants::PROBE_ROUNDS_MAX as i64))]
     probe_rounds: u32,
-    /// Records per idle-tail burst.
-    #[arg(long, default_value_t = 100)]
+    /// Records per idle-tail burst, 1 to 100000.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=crate::constants::PROBE_BURST_MAX as i64))]
     probe_burst: u32,
-    /// Milliseconds of silence before each idle-tail burst.
-    #[arg(long, default_value_t = 100)]
+    /// Milliseconds of silence before each idle-tail burst, up to 600000.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=crate::constants::PROBE_SILENCE_MS_MAX))]
     probe_silence_ms: u64,
     /// (`--spin-us` applies to the shipper's cores and the in-process
     /// receiver's.)
@@ -89,69 +91,18 @@ pub(super) struct BenchArgs {
     /// guest honours nothing else). System-wide, so everything else on the
     /// machine gets it too; the report records it, and the limit in force
     /// whoever held it. Up to 10000.
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=crate::constants::CPU_DMA_LATENCY_US_MAX as i64))]
+    #[arg(long, allow_negative_numbers = true, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=crate::constants::CPU_DMA_LATENCY_US_MAX as i64))]
     cpu_dma_latency: Option<u32>,
 }
 
 pub(super) fn run(args: BenchArgs) -> Result<i32, Failure> {
-    use crate::constants::{
-        BENCH_SECONDS_MAX, PROBE_BURST_MAX, PROBE_ROUNDS_MAX, PROBE_SILENCE_MS_MAX,
-    };
-    let seconds = |flag: &str, v: f64, zero_ok: bool| {
-        if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) && v <= BENCH_SECONDS_MAX {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(Failure::usage(format!(
-                "{flag} {v}: give seconds, {} {BENCH_SECONDS_MAX}",
-                if zero_ok {
-                    "from 0 to"
-                } else {
-                    "above 0 and at most"
-                }
-            )))
-        }
-    };
-    let duration = seconds("--duration", args.duration, false)?;
-    let warmup = seconds("--warmup", args.warmup, true)?;
-    if args.duration + args.warmup > BENCH_SECONDS_MAX {
+    use crate::constants::BENCH_SECONDS_MAX;
+    let (duration, warmup) = (args.duration, args.warmup);
+    if (duration + warmup).as_secs_f64() > BENCH_SECONDS_MAX {
         return Err(Failure::usage(format!(
             "--duration plus --warmup is at most {BENCH_SECONDS_MAX} s"
         )));
     }
-    if args.record_bytes > RECORD_PAYLOAD_BYTES_MAX {
-        return Err(Failure::usage(format!(
-            "--record-bytes {} exceeds the maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes",
-            args.record_bytes
-        )));
-    }
-    let within = |flag: &str, value: u64, low: u64, high: u64| {
-        if (low..=high).contains(&value) {
-            Ok(())
-        } else {
-            Err(Failure::usage(format!(
-                "{flag} {value}: give {low} to {high}"
-            )))
-        }
-    };
-    within("--cores", args.cores as u64, 1, u64::from(SHARDS_MAX))?;
-    within(
-        "--probe-rounds",
-        args.probe_rounds.into(),
-        0,
-        PROBE_ROUNDS_MAX.into(),
-    )?;
-    within(
-        "--probe-burst",
-        args.probe_burst.into(),
-        1,
-        PROBE_BURST_MAX.into(),
-    )?;
-    within(
-        "--probe-silence-ms",
-        args.probe_silence_ms,
-        0,
-        PROBE_SILENCE_MS_MAX,
-    )?;
     let peer = args.peer.as_deref().map(resolve).transpose()?;
     if let Some(out) = &args.out
         && out.exists()
@@ -167,8 +118,8 @@ pub(super) fn run(args: BenchArgs) -> Result<i32, Failure> {
         rate: args.rate,
         duration,
         warmup,
-        record_bytes: args.record_bytes,
-        cores: args.cores,
+        record_bytes: args.record_bytes as usize,
+        cores: args.cores as usize,
         durability: args.durability,
         send_mode: args.send_mode,
         peer,

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::{EXIT_FAILURE, EXIT_OK, Failure};
+use super::{EXIT_FAILURE, EXIT_OK, Failure, number_in};
 
 /// Compare bench reports: the latency regression gate for CI.
 ///
@@ -23,8 +23,9 @@ pub(super) struct CompareArgs {
     /// Current reports, after `--`.
     #[arg(last = true, required = true)]
     current: Vec<PathBuf>,
-    /// A figure that rose by more than this percentage is a regression.
-    #[arg(long, default_value_t = 10.0)]
+    /// A figure that rose by more than this percentage is a regression;
+    /// 0 to 1000000.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = number_in(0.0, 1e6))]
     max_regression_pct: f64,
     /// Stage to track (repeatable; `all` for every stage). Default:
     /// append_to_acked.
@@ -45,7 +46,7 @@ pub(super) struct CompareArgs {
 }
 
 pub(super) fn run(args: CompareArgs) -> Result<i32, Failure> {
-    let config = crate::compare::CompareConfig {
+    let config = crate::bench::compare::CompareConfig {
         base: args.base,
         current: args.current,
         max_regression_pct: args.max_regression_pct,
@@ -54,8 +55,8 @@ pub(super) fn run(args: CompareArgs) -> Result<i32, Failure> {
         force: args.force,
         track_throughput: args.track_throughput,
     };
-    let comparison = crate::compare::compare(&config).map_err(Failure::usage)?;
-    crate::compare::print(&config, &comparison);
+    let comparison = crate::bench::compare::compare(&config).map_err(Failure::usage)?;
+    crate::bench::compare::print(&config, &comparison);
     Ok(if comparison.regressed() {
         EXIT_FAILURE
     } else {

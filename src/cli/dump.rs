@@ -8,6 +8,7 @@ use super::{EXIT_OK, Failure, shards_to_read};
 use crate::frame::RecordRef;
 use crate::wal::recovery::{self};
 use crate::wal::segment::shard_dir;
+use crate::wal::{ReadError, WalReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(super) enum DumpFormat {
@@ -26,10 +27,11 @@ pub(super) enum DumpFormat {
     ringship dump --dir wal > lines.txt\n  \
     ringship dump --dir wal --shard 0 --from-seq 1000 --format json | head")]
 pub(super) struct DumpArgs {
+    /// The WAL directory (for a receiver's: DIR/<source>).
     #[arg(long)]
     dir: PathBuf,
-    /// Only this shard (default: every shard, in order).
-    #[arg(long)]
+    /// Only this shard (default: every shard, in order), 0 to 255.
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..crate::constants::SHARDS_MAX as i64))]
     shard: Option<u32>,
     /// Skip records below this seq.
     #[arg(long, default_value_t = 0)]
@@ -44,9 +46,6 @@ pub(super) fn run(args: DumpArgs) -> Result<i32, Failure> {
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     for shard in shards {
         let visit = |record: RecordRef<'_>| -> io::Result<()> {
-            if record.seq < args.from_seq {
-                return Ok(());
-            }
             match args.format {
                 DumpFormat::Text => {
                     out.write_all(record.payload)?;
@@ -55,20 +54,33 @@ pub(super) fn run(args: DumpArgs) -> Result<i32, Failure> {
                 DumpFormat::Json => write_json_record(&mut out, shard, &record),
             }
         };
-        match recovery::scan_shard(&shard_dir(&args.dir, shard), shard, visit) {
-            Ok(scan) => {
-                if let Some(torn) = &scan.torn {
-                    eprintln!(
-                        "ringship: shard {shard}: torn tail at {} byte {} not printed: {}",
-                        torn.segment.display(),
-                        torn.offset_bytes,
-                        torn.reason
-                    );
+        // The reader stops at the end of the records, so a dump costs what
+        // the data costs, not the preallocated rest of the segment. Only
+        // when it meets damage does recovery read the segment to judge it.
+        let reader = WalReader::new(&args.dir, shard);
+        match reader.records(args.from_seq, visit) {
+            Ok(None) => {}
+            Ok(Some(stopped)) => {
+                let _ = out.flush();
+                match recovery::scan_shard(&shard_dir(&args.dir, shard), shard, |_| Ok(())) {
+                    Ok(scan) => match &scan.torn {
+                        Some(torn) => eprintln!(
+                            "ringship: shard {shard}: torn tail at {} byte {} not printed: {}",
+                            torn.segment.display(),
+                            torn.offset_bytes,
+                            torn.reason
+                        ),
+                        None => eprintln!(
+                            "ringship: shard {shard}: stopped at {} byte {}: {}",
+                            stopped.path.display(),
+                            stopped.offset_bytes,
+                            stopped.reason
+                        ),
+                    },
+                    Err(e) => return Err(Failure::operating(e)),
                 }
             }
-            Err(recovery::RecoveryError::Io { source, .. })
-                if source.kind() == io::ErrorKind::BrokenPipe =>
-            {
+            Err(ReadError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
                 return Ok(EXIT_OK);
             }
             Err(e) => {

@@ -4,7 +4,7 @@
 //! Exit codes: 0 success; 1 an operating error or corruption found;
 //! 2 bad usage or bad input (clap's own code for bad flags).
 
-use std::io::{self};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -109,6 +109,9 @@ fn hoist_compare_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
 pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
+        // Colour codes only where a person reads them: a log file or a
+        // journal gets plain text.
+        .with_ansi(io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RINGSHIP_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -140,6 +143,15 @@ pub fn main() -> i32 {
             eprintln!("ringship: error: {message}");
             code
         }
+    }
+}
+
+/// `1 record`, `2 records`: a count with its noun, plural where it must be.
+pub(super) fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -1,7 +1,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::{EXIT_OK, Failure, SpinArgs};
+use super::{EXIT_OK, Failure, SpinArgs, counted};
 use crate::receive::{Receiver, ReceiverConfig};
 use crate::wal::Durability;
 
@@ -20,6 +20,8 @@ pub(super) struct ReceiveArgs {
     /// authentication is built.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: String,
+    /// Where to store what shippers send: DIR/<source>/<shard>/, each a WAL
+    /// in the shipper's own format.
     #[arg(long)]
     dir: PathBuf,
     /// Serve connections on N cores, each a thread with its own io_uring,
@@ -28,7 +30,7 @@ pub(super) struct ReceiveArgs {
     /// the core counted from the last CPU (shard 0 → CPU N-1), away from
     /// the CPU a shipper on the same host pins that shard to. Default: one
     /// core per CPU.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
     cores: Option<u32>,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
     durability: Durability,
@@ -95,10 +97,10 @@ pub(super) fn run(args: ReceiveArgs) -> Result<i32, Failure> {
     });
     let totals = receiver.run().map_err(Failure::operating)?;
     crate::outln!(
-        "received {} records ({} payload bytes) over {} connections ({} refused)",
-        totals.records,
+        "received {} ({} payload bytes) over {} ({} refused)",
+        counted(totals.records, "record"),
         totals.payload_bytes,
-        totals.connections,
+        counted(totals.connections, "connection"),
         totals.refused
     );
     Ok(EXIT_OK)

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{EXIT_OK, Failure, SpinArgs, check_shard, resolve, run_shard, source_name};
+use super::{
+    EXIT_OK, Failure, SpinArgs, check_shard, counted, cpu_index, duration_in, resolve, run_shard,
+    source_name,
+};
 use crate::report::{LatencySummary, kernel_release};
 use crate::shard::{ShardConfig, SinkConfig};
 use crate::sink::tcp::{SendMode, TcpConfig};
@@ -30,11 +33,12 @@ pub(super) struct ShipArgs {
     /// Input file, or - for stdin.
     #[arg(long, default_value = "-")]
     input: String,
-    /// Shard (and core) this input goes to.
-    #[arg(long, default_value_t = 0)]
+    /// Shard (and core) this input goes to, 0 to 255.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..crate::constants::SHARDS_MAX as i64))]
     shard: u32,
-    /// CPU to pin the core to (default: the shard number modulo the CPUs).
-    #[arg(long)]
+    /// CPU to pin the core to, counted among those this process may use
+    /// (default: the shard number modulo the CPUs).
+    #[arg(long, allow_negative_numbers = true, value_parser = cpu_index)]
     cpu: Option<usize>,
     /// fsync: a record is durable once fdatasync'd. none: skip fdatasync, to
     /// measure the pipeline apart from the disk.
@@ -58,10 +62,11 @@ pub(super) struct ShipArgs {
     /// (default: the hostname).
     #[arg(long)]
     source: Option<String>,
-    /// At EOF, how many seconds to keep trying to get every record
-    /// acknowledged before exiting 1 (the rest stays in the WAL).
-    #[arg(long, default_value_t = 30.0)]
-    ack_timeout: f64,
+    /// At EOF, how long to keep trying to get every record acknowledged
+    /// before exiting 1 (the rest stays in the WAL): seconds, or 500ms, 2s,
+    /// 1m; 0 to 86400 s.
+    #[arg(long, default_value = "30", allow_negative_numbers = true, value_parser = duration_in(0.0, crate::constants::ACK_TIMEOUT_S_MAX))]
+    ack_timeout: Duration,
     /// How bytes go from segment to socket: splice (page cache → pipe →
     /// socket, no copy to user memory), zc (O_DIRECT segments; SEND_ZC from
     /// the registered commit buffers), copy (pread + send, the baseline).
@@ -70,8 +75,8 @@ pub(super) struct ShipArgs {
     /// With --peer: keep N sealed segments that the peer has fully
     /// acknowledged and delete older ones (default: keep every segment).
     /// Nothing unacknowledged is ever deleted.
-    #[arg(long, value_name = "N")]
-    retain_segments: Option<usize>,
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=crate::constants::SEGMENTS_PER_SHARD_MAX as i64))]
+    retain_segments: Option<u32>,
     #[command(flatten)]
     spin: SpinArgs,
 }
@@ -114,7 +119,46 @@ pub(super) struct ShipSummary {
 }
 
 pub(super) fn run(args: ShipArgs) -> Result<i32, Failure> {
+    let json = args.json;
+    let result = ship(args);
+    // With --json, a failure is a JSON object too: a script reading stdout
+    // gets an answer either way.
+    if json && let Err(failure) = &result {
+        #[derive(Serialize)]
+        struct Error<'a> {
+            error: &'a str,
+            exit_code: i32,
+        }
+        let line = Error {
+            error: &failure.message,
+            exit_code: failure.code,
+        };
+        crate::outln!("{}", serde_json::to_string(&line).expect("serialises"));
+    }
+    result
+}
+
+fn ship(args: ShipArgs) -> Result<i32, Failure> {
     check_shard(args.shard)?;
+    if args.peer.is_none() {
+        // A bad name is a mistake whether or not it is used.
+        if let Some(name) = &args.source {
+            crate::protocol::validate_source(name)
+                .map_err(|e| Failure::usage(format!("--source: {e}")))?;
+        }
+        for (flag, given) in [
+            ("--retain-segments", args.retain_segments.is_some()),
+            ("--source", args.source.is_some()),
+            ("--report-acked", args.report_acked),
+        ] {
+            if given {
+                eprintln!(
+                    "ringship: warning: {flag} has no effect without --peer: nothing is shipped, \
+                     so nothing is acknowledged or deleted"
+                );
+            }
+        }
+    }
     let input: Box<dyn Read + Send> = if args.input == "-" {
         Box::new(io::stdin())
     } else {
@@ -123,11 +167,6 @@ pub(super) fn run(args: ShipArgs) -> Result<i32, Failure> {
                 .map_err(|e| Failure::usage(format!("cannot open --input {}: {e}", args.input)))?,
         )
     };
-    if !(args.ack_timeout >= 0.0 && args.ack_timeout.is_finite()) {
-        return Err(Failure::usage(
-            "--ack-timeout must be a non-negative number of seconds",
-        ));
-    }
     let sink = match &args.peer {
         Some(peer) => Some(TcpConfig {
             peer: resolve(peer)?,
@@ -150,8 +189,8 @@ pub(super) fn run(args: ShipArgs) -> Result<i32, Failure> {
             WalIo::Buffered
         },
         sink: sink.map(SinkConfig::Tcp),
-        retain_segments: args.retain_segments,
-        ack_timeout: Duration::from_secs_f64(args.ack_timeout),
+        retain_segments: args.retain_segments.map(|n| n as usize),
+        ack_timeout: args.ack_timeout,
         latency_window: None,
         spin: args.spin.budget(),
     };
@@ -223,28 +262,28 @@ fn print_ship_summary(s: &ShipSummary) {
         None => "nothing new".into(),
     };
     crate::outln!(
-        "shipped {} records ({} payload bytes) to shard {} in {}: {seqs}; last durable seq {}",
-        s.records,
+        "shipped {} ({} payload bytes) to shard {} in {}: {seqs}; last durable seq {}",
+        counted(s.records, "record"),
         s.payload_bytes,
         s.shard,
         s.dir.display(),
         s.last_durable_seq
     );
     crate::outln!(
-        "  durability {} · ring {} · kernel {} · {} commits · {} segments created",
+        "  durability {} · ring {} · kernel {} · {} · {} created",
         s.durability,
         s.ring_flags,
         s.kernel,
-        s.commits,
-        s.segments_created
+        counted(s.commits, "commit"),
+        counted(s.segments_created, "segment")
     );
     crate::outln!("  commit latency     {}", s.commit_latency.human());
     crate::outln!("  append → durable   {}", s.append_to_durable.human());
     if let (Some(peer), Some(acked)) = (&s.peer, s.acked_seq) {
         crate::outln!(
-            "  shipped to {peer} as {} ({:?}): acked seq {acked}, {} bytes sent \
+            "  shipped to {peer} as {} ({}): acked seq {acked}, {} bytes sent \
              ({} spliced, {} sent zero-copy ({} from O_DIRECT commit buffers) of which the \
-             kernel copied {}, {} copied), {} connects",
+             kernel copied {}, {} copied), {}",
             s.source.as_deref().unwrap_or("?"),
             s.send_mode.unwrap_or(SendMode::Splice),
             s.sent_bytes.unwrap_or(0),
@@ -253,14 +292,17 @@ fn print_ship_summary(s: &ShipSummary) {
             s.zc_commit_bytes.unwrap_or(0),
             s.zc_copied_bytes.unwrap_or(0),
             s.copy_bytes.unwrap_or(0),
-            s.connects.unwrap_or(0)
+            counted(s.connects.unwrap_or(0), "connect")
         );
     }
     if let Some(acked) = &s.append_to_acked {
         crate::outln!("  append → acked     {}", acked.human());
     }
     if s.recovered_records > 0 || s.recovered_torn_tail.is_some() {
-        crate::outln!("  recovered {} records at start", s.recovered_records);
+        crate::outln!(
+            "  recovered {} at start",
+            counted(s.recovered_records, "record")
+        );
     }
     if let Some(torn) = &s.recovered_torn_tail {
         crate::outln!("  torn tail cut: {torn}");

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::{EXIT_FAILURE, EXIT_OK, Failure, shards_to_read};
+use super::{EXIT_FAILURE, EXIT_OK, Failure, counted, shards_to_read};
 use crate::wal::recovery::{self, ShardScan};
 use crate::wal::segment::shard_dir;
 
@@ -13,6 +13,7 @@ use crate::wal::segment::shard_dir;
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  ringship verify --dir /var/lib/ringship")]
 pub(super) struct VerifyArgs {
+    /// The WAL directory (for a receiver's: DIR/<source>).
     #[arg(long)]
     dir: PathBuf,
 }
@@ -44,10 +45,10 @@ fn print_verify(scan: &ShardScan) {
         _ => "no records".into(),
     };
     crate::outln!(
-        "shard {}: {} segments, {} records, {seqs}",
+        "shard {}: {}, {}, {seqs}",
         scan.shard,
-        scan.segments.len(),
-        scan.records
+        counted(scan.segments.len() as u64, "segment"),
+        counted(scan.records, "record")
     );
     for seg in &scan.segments {
         let name = seg
@@ -60,8 +61,8 @@ fn print_verify(scan: &ShardScan) {
             None => "empty".into(),
         };
         crate::outln!(
-            "  {name}  {} records  {seqs}  {} data bytes",
-            seg.records,
+            "  {name}  {}  {seqs}  {} data bytes",
+            counted(seg.records, "record"),
             seg.data_end_bytes - crate::constants::SEGMENT_HEADER_BYTES as u64
         );
     }

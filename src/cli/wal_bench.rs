@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{EXIT_OK, Failure, run_shard, scratch_dir};
-use crate::constants::RECORD_PAYLOAD_BYTES_MAX;
+use super::{EXIT_OK, Failure, counted, cpu_index, duration_in, number_in, run_shard, scratch_dir};
 use crate::frame::{self};
 use crate::report::{LatencySummary, kernel_release};
 use crate::shard::ShardConfig;
@@ -18,37 +17,44 @@ use crate::wal::WalIo;
 /// fast as the WAL takes them (closed loop), on one core.
 ///
 /// Prints its configuration, records/s, MB/s, commits and the commit and
-/// append→durable latency percentiles. This is the main job until
-/// `ringship bench` (end-to-end, with a receiver) exists.
+/// append→durable latency percentiles. `ringship bench` measures the whole
+/// pipeline, receiver included; this measures the WAL apart from it.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     ringship wal-bench\n  \
     ringship wal-bench --record-bytes 4096 --durability none --json")]
 pub(super) struct WalBenchArgs {
     /// WAL directory (default: a fresh temporary directory, removed after).
+    /// A directory that already holds a WAL is refused, unless --reuse-wal:
+    /// the synthetic records would join its records (and a live shipper
+    /// would ship them).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Append to the WAL already in --dir.
+    #[arg(long, requires = "dir")]
+    reuse_wal: bool,
     /// Keep the WAL directory afterwards.
     #[arg(long)]
     keep: bool,
-    /// Payload bytes per record.
-    #[arg(long, default_value_t = 100)]
-    record_bytes: usize,
-    /// Seconds to run (ignored when --records is given).
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
+    /// Payload bytes per record, 0 to 1048576.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=crate::constants::RECORD_PAYLOAD_BYTES_MAX as i64))]
+    record_bytes: u32,
+    /// How long to run (ignored when --records is given): seconds, or
+    /// 500ms, 2s, 1m; at most 3000 s.
+    #[arg(long, allow_negative_numbers = true, default_value = "5", value_parser = duration_in(0.001, crate::constants::BENCH_SECONDS_MAX))]
+    duration: Duration,
     /// Append exactly this many records instead of running for --duration.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     records: Option<u64>,
     /// Open loop: offer this many records per second, each stamped with its
     /// intended time on the schedule (so a stall shows in the latency instead
     /// of hiding it). Default: closed loop, as fast as the WAL takes them.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = number_in(1.0, crate::constants::RATE_PER_S_MAX))]
     rate: Option<f64>,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
     durability: Durability,
-    /// CPU to pin the WAL core to.
-    #[arg(long, default_value_t = 0)]
+    /// CPU to pin the WAL core to, counted among those this process may use.
+    #[arg(long, allow_negative_numbers = true, default_value = "0", value_parser = cpu_index)]
     cpu: usize,
     /// Print the result as one JSON object.
     #[arg(long)]
@@ -83,24 +89,14 @@ pub(super) struct WalBenchSummary {
 }
 
 pub(super) fn run(args: WalBenchArgs) -> Result<i32, Failure> {
-    if args.record_bytes > RECORD_PAYLOAD_BYTES_MAX {
-        return Err(Failure::usage(format!(
-            "--record-bytes {} exceeds the maximum record of {RECORD_PAYLOAD_BYTES_MAX} bytes",
-            args.record_bytes
-        )));
-    }
-    if !(args.duration > 0.0 && args.duration <= crate::constants::BENCH_SECONDS_MAX) {
-        return Err(Failure::usage(format!(
-            "--duration {}: give seconds, above 0 and at most {}",
-            args.duration,
-            crate::constants::BENCH_SECONDS_MAX
-        )));
-    }
-    if let Some(rate) = args.rate
-        && !(rate.is_finite() && rate >= 1.0)
+    if let Some(dir) = &args.dir
+        && !args.reuse_wal
+        && crate::wal::holds_wal(dir)
     {
         return Err(Failure::usage(format!(
-            "--rate {rate}: give records per second, at least 1"
+            "--dir {} already holds a WAL: its synthetic records would join that WAL's records \
+             (and a live shipper would ship them); give an empty directory, or --reuse-wal",
+            dir.display()
         )));
     }
     let (dir, _temp) = scratch_dir(args.dir.as_ref(), args.keep, "ringship-wal-bench-")?;
@@ -119,8 +115,8 @@ pub(super) fn run(args: WalBenchArgs) -> Result<i32, Failure> {
     let produced = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let progress = progress_bar(&args, produced.clone(), done.clone());
-    let payload = vec![b'x'; args.record_bytes];
-    let deadline = Duration::from_secs_f64(args.duration);
+    let payload = vec![b'x'; args.record_bytes as usize];
+    let deadline = args.duration;
     let limit = args.records;
     let rate = args.rate;
     let started = Instant::now();
@@ -146,7 +142,7 @@ pub(super) fn run(args: WalBenchArgs) -> Result<i32, Failure> {
     let records = report.wal.records;
     let secs = elapsed.as_secs_f64();
     let summary = WalBenchSummary {
-        record_payload_bytes: args.record_bytes,
+        record_payload_bytes: args.record_bytes as usize,
         durability: args.durability,
         ring_flags: report.ring_flags.to_string(),
         kernel: kernel_release(),
@@ -192,19 +188,19 @@ pub(super) fn run(args: WalBenchArgs) -> Result<i32, Failure> {
         s.commit_chains_max
     );
     crate::outln!(
-        "  {} records in {:.2} s: {:.0} records/s · {:.1} MB/s payload · {:.1} MB/s WAL",
-        s.records,
+        "  {} in {:.2} s: {:.0} records/s · {:.1} MB/s payload · {:.1} MB/s WAL",
+        counted(s.records, "record"),
         secs,
         s.records_per_s,
         s.payload_bytes_per_s / 1e6,
         s.wal_bytes_per_s / 1e6
     );
     crate::outln!(
-        "  {} commits · {:.0} records/commit · {} segments · {} short writes",
-        s.commits,
+        "  {} · {:.0} records/commit · {} · {}",
+        counted(s.commits, "commit"),
         s.records_per_commit,
-        s.segments_created,
-        s.short_writes
+        counted(s.segments_created, "segment"),
+        counted(s.short_writes, "short write")
     );
     if s.not_offered_records > 0 {
         crate::outln!(
@@ -234,7 +230,7 @@ fn progress_bar(
     Some(std::thread::spawn(move || {
         let bar = match records {
             Some(n) => indicatif::ProgressBar::new(n),
-            None => indicatif::ProgressBar::new((duration * 10.0) as u64),
+            None => indicatif::ProgressBar::new((duration.as_secs_f64() * 10.0) as u64),
         };
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")

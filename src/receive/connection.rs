@@ -110,18 +110,21 @@ impl SocketSource {
                 // refused here, not waited for.
                 Some(Err(e)) => {
                     self.fail(
-                        ProtocolError(format!("record expected at seq {}: {e}", self.expected_seq))
-                            .into(),
+                        ProtocolError::Record {
+                            seq: self.expected_seq,
+                            source: e,
+                        }
+                        .into(),
                     );
                     break;
                 }
             };
             if record.seq != self.expected_seq {
                 self.fail(
-                    ProtocolError(format!(
-                        "record seq {} where seq {} was expected",
-                        record.seq, self.expected_seq
-                    ))
+                    ProtocolError::Seq {
+                        got: record.seq,
+                        expected: self.expected_seq,
+                    }
                     .into(),
                 );
                 break;

@@ -15,16 +15,17 @@ pub mod writer;
 use std::io;
 use std::path::PathBuf;
 
-pub use reader::{DurableTail, ReadError, WalReader, Walked};
+pub use reader::{DurableTail, ReadError, Stopped, WalReader, Walked};
 pub use recovery::{RecoveryError, ShardScan, TornTail, scan_shard};
 pub use writer::{Stage, WalWriter};
 
 /// Whether a commit waits for fdatasync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Every commit is a write linked to an fdatasync; a record is durable
     /// when its fdatasync completes. The default.
+    #[default]
     Fsync,
     /// No fdatasync: a record counts as "durable" once written to the page
     /// cache. For measuring the pipeline apart from the disk; a crash of the
@@ -39,6 +40,22 @@ impl std::fmt::Display for Durability {
             Durability::None => "none",
         })
     }
+}
+
+/// True if `dir` holds a WAL: a shard directory with a segment in it.
+pub fn holds_wal(dir: &std::path::Path) -> bool {
+    recovery::list_shards(dir).is_ok_and(|shards| {
+        shards.iter().any(|&shard| {
+            std::fs::read_dir(segment::shard_dir(dir, shard)).is_ok_and(|entries| {
+                entries.filter_map(Result::ok).any(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(segment::parse_segment_file_name)
+                        .is_some()
+                })
+            })
+        })
+    })
 }
 
 /// How the WAL writes its segments: WAL configuration, chosen when it

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::constants::{RECORD_HEADER_BYTES, SCAN_WINDOW_BYTES, SEGMENT_HEADER_BYTES};
 use crate::frame::{self, DecodeError, RecordRef};
-use crate::wal::segment::{parse_segment_file_name, segment_file_name, shard_dir};
+use crate::wal::segment::{SegmentHeader, parse_segment_file_name, segment_file_name, shard_dir};
 
 /// What the writer has made durable, as a reader needs it: earlier segments
 /// are durable in full, the current one up to `durable_offset_bytes`.
@@ -304,35 +304,72 @@ impl WalReader {
         Ok(())
     }
 
-    /// Visits every record from `from_seq` on, verifying each, in seq order
-    /// across segments, and stops at the end of the valid data: unwritten
-    /// space, or the end of the last segment. Returns where and why it
-    /// stopped early if the bytes there are not clean unwritten space (a
-    /// torn or damaged record), for the caller to have recovery judge it.
-    /// Memory stays within one read window.
+    /// Visits every record from `from_seq` on, verifying each (its crc, its
+    /// segment's header, seq continuity), in seq order across segments, and
+    /// stops at the end of the valid data: unwritten space, or the end of the
+    /// last segment. It reads what the records occupy, not the preallocated
+    /// rest of a segment (`verify` checks that). Returns where and why it
+    /// stopped early if the bytes there are neither records nor clean
+    /// unwritten space, for the caller to have recovery judge them. Memory
+    /// stays within one read window.
     pub fn records(
         &self,
         from_seq: u64,
         mut visit: impl FnMut(RecordRef<'_>) -> io::Result<()>,
-    ) -> Result<Option<(PathBuf, u64, DecodeError)>, ReadError> {
+    ) -> Result<Option<Stopped>, ReadError> {
         if !self.dir.exists() {
             return Ok(None);
         }
         let segments = self.segments()?;
         let mut buf = vec![0u8; SCAN_WINDOW_BYTES];
+        let mut expected: Option<u64> = None;
         for (index, &first) in segments.iter().enumerate() {
-            if segments
-                .get(index + 1)
-                .is_some_and(|&next| next <= from_seq)
-            {
-                continue;
-            }
+            let stopped = |path: &Path, offset_bytes: u64, reason: String| {
+                Ok(Some(Stopped {
+                    path: path.to_path_buf(),
+                    offset_bytes,
+                    reason,
+                }))
+            };
             let cursor = self.open(first)?;
+            if expected.is_some_and(|seq| seq != first) {
+                return stopped(
+                    &cursor.path,
+                    0,
+                    format!("the segment starts at seq {first}"),
+                );
+            }
+            let skip = segments
+                .get(index + 1)
+                .is_some_and(|&next| next <= from_seq);
             let len = cursor
                 .file
                 .metadata()
                 .map_err(io_error("stat segment", &cursor.path))?
                 .len();
+            let header_len = (SEGMENT_HEADER_BYTES as u64).min(len) as usize;
+            cursor
+                .file
+                .read_exact_at(&mut buf[..header_len], 0)
+                .map_err(io_error("read segment", &cursor.path))?;
+            match SegmentHeader::decode(&buf[..header_len]) {
+                Ok(header) if header.first_seq == first => {}
+                Ok(header) => {
+                    return stopped(
+                        &cursor.path,
+                        0,
+                        format!("its header says first seq {}", header.first_seq),
+                    );
+                }
+                Err(reason) => return stopped(&cursor.path, 0, reason),
+            }
+            expected = Some(first);
+            if skip {
+                // Its records are all below from_seq: the next segment says
+                // where they end.
+                expected = segments.get(index + 1).copied();
+                continue;
+            }
             let mut offset = cursor.offset_bytes;
             'segment: while offset < len {
                 let want = (len - offset).min(buf.len() as u64) as usize;
@@ -350,6 +387,15 @@ impl WalReader {
                             break;
                         }
                         Some(Ok(record)) => {
+                            let want_seq = expected.expect("set above");
+                            if record.seq != want_seq {
+                                return stopped(
+                                    &cursor.path,
+                                    offset + before as u64,
+                                    format!("seq {} where {want_seq} was due", record.seq),
+                                );
+                            }
+                            expected = Some(want_seq + 1);
                             if record.seq >= from_seq {
                                 visit(record).map_err(io_error("write record", &cursor.path))?;
                             }
@@ -360,13 +406,12 @@ impl WalReader {
                             break;
                         }
                         Some(Err(e)) => {
-                            let rest = &buf[before..want];
-                            let clean = matches!(e, DecodeError::ZeroHeader)
-                                && rest.iter().all(|&b| b == 0);
-                            if clean || (at_file_end && rest.iter().all(|&b| b == 0)) {
+                            // Clean unwritten space: zeros to the end of
+                            // this read (or of the file).
+                            if buf[before..want].iter().all(|&b| b == 0) {
                                 break 'segment;
                             }
-                            return Ok(Some((cursor.path.clone(), offset + before as u64, e)));
+                            return stopped(&cursor.path, offset + before as u64, e.to_string());
                         }
                     }
                 }
@@ -374,6 +419,14 @@ impl WalReader {
         }
         Ok(None)
     }
+}
+
+/// Where and why [`WalReader::records`] stopped before the end of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub path: PathBuf,
+    pub offset_bytes: u64,
+    pub reason: String,
 }
 
 fn readable_end(cursor: &Cursor, tail: DurableTail) -> Result<u64, ReadError> {

@@ -96,8 +96,9 @@ pub enum RecoveryError {
     BadHeader { path: PathBuf, reason: String },
     #[error(
         "{}: corrupt record at byte offset {offset_bytes} (expected seq {expected_seq}): {reason}. \
-         Valid data follows, so this is not a torn tail and the WAL refuses to open. Records before \
-         this offset are intact (`ringship dump` prints them); move the shard directory aside to start over",
+         A crash can leave damage only in the last commits' bytes, so this is not a torn tail and \
+         the WAL refuses to open. Records before this offset are intact (`ringship dump` prints \
+         them); move the shard directory aside to start over",
         path.display()
     )]
     Corrupt {
@@ -403,8 +404,16 @@ fn scan_segment(
                         break 'scan None;
                     }
                     let within_window = nonzero_end - at <= RECOVERY_TORN_WINDOW_BYTES as u64;
-                    let reason = classify_damage(e, &tail, at, expected, is_last, within_window)
-                        .map_err(|reason| corrupt(path, at, expected, reason))?;
+                    let reason = classify_damage(
+                        e,
+                        &tail,
+                        at,
+                        expected,
+                        is_last,
+                        within_window,
+                        nonzero_end,
+                    )
+                    .map_err(|reason| corrupt(path, at, expected, reason))?;
                     break 'scan Some((reason, nonzero_end));
                 }
             }
@@ -444,7 +453,14 @@ fn classify_damage(
     expected: u64,
     is_last: bool,
     within_window: bool,
+    nonzero_end: u64,
 ) -> Result<String, String> {
+    let beyond = || {
+        format!(
+            "non-zero bytes follow up to byte offset {nonzero_end}, beyond the \
+             {RECOVERY_TORN_WINDOW_BYTES} bytes a crash can leave unsynced"
+        )
+    };
     match e {
         // A synced record is never all zeros, so this record was never
         // durable, and nor was anything after it (durability is in order),
@@ -452,11 +468,17 @@ fn classify_damage(
         DecodeError::ZeroHeader if within_window => {
             Ok("unwritten space followed by data that was never synced".into())
         }
-        DecodeError::ZeroHeader => Err("unwritten space in the middle of durable data".into()),
+        DecodeError::ZeroHeader => Err(format!(
+            "unwritten space in the middle of durable data: {}",
+            beyond()
+        )),
         DecodeError::Truncated { .. } if within_window => Ok(format!("partial record: {e}")),
         _ => match find_valid_record(tail, 1, expected) {
             None if within_window => Ok(format!("last record damaged: {e}")),
-            None => Err(format!("{e}, with data far beyond it")),
+            None => Err(format!(
+                "{e}, and no valid record after it, but {}",
+                beyond()
+            )),
             // Valid records follow. After a power cut pages reach the disk in
             // any order, so an unsynced commit can leave a hole (an all-zero
             // sector) with later, never-acknowledged records intact. Without

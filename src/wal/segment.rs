@@ -72,17 +72,19 @@ impl SegmentHeader {
         if block[0..8] != SEGMENT_MAGIC {
             return Err("bad magic: not a ringship segment".into());
         }
-        let version = u32::from_le_bytes(block[8..12].try_into().expect("4 bytes"));
-        if version != SEGMENT_VERSION {
-            return Err(format!(
-                "format version {version}, this build reads {SEGMENT_VERSION}"
-            ));
-        }
+        // The crc before the fields it covers: a damaged header is reported
+        // as damaged, not as a version from the future.
         let stored = u32::from_le_bytes(block[24..28].try_into().expect("4 bytes"));
         let computed = crc32c::crc32c(&block[..HEADER_CRC_OFFSET]);
         if stored != computed {
             return Err(format!(
-                "header crc32c mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                "the header is corrupt: its crc32c is {computed:#010x}, {stored:#010x} stored"
+            ));
+        }
+        let version = u32::from_le_bytes(block[8..12].try_into().expect("4 bytes"));
+        if version != SEGMENT_VERSION {
+            return Err(format!(
+                "format version {version}, this build reads {SEGMENT_VERSION}"
             ));
         }
         if block[28..SEGMENT_HEADER_BYTES].iter().any(|&b| b != 0) {

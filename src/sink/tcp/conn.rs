@@ -24,33 +24,45 @@ const TOKEN_CONNECTED: Token = Token::new(Owner::Sink, Kind::Connected, 0);
 /// A splice pipe: (read end, write end, capacity).
 pub(super) type Pipe = (OwnedFd, OwnedFd, usize);
 
+/// Why a connect attempt failed; the sink retries after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HandshakeError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("setting socket options: {0}")]
+    Socket(std::io::Error),
+    #[error("sending the hello: {0}")]
+    Hello(std::io::Error),
+    #[error("reading the welcome: {0}")]
+    Welcome(std::io::Error),
+    #[error(transparent)]
+    Refused(#[from] protocol::ProtocolError),
+    #[error("the connect thread left no result")]
+    Lost,
+    #[error("cannot start a connect thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// What a connect attempt gives: the stream and the peer's durable seq.
-pub(super) type Connected = Result<(TcpStream, u64), String>;
+pub(super) type Connected = Result<(TcpStream, u64), HandshakeError>;
 
 /// Connects and handshakes, blocking, bounded by the connect and handshake
 /// timeouts. Runs on the connect thread.
 fn handshake(peer: SocketAddr, hello: &Hello) -> Connected {
+    use HandshakeError::{Connect, Hello as SendHello, Socket, Welcome};
     let mut stream = TcpStream::connect_timeout(&peer, Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(Connect)?;
     let timeout = Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS));
-    stream
-        .set_read_timeout(timeout)
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(timeout)
-        .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(timeout).map_err(Socket)?;
+    stream.set_write_timeout(timeout).map_err(Socket)?;
     let _ = stream.set_nodelay(true);
     protocol::set_keepalive(&stream);
-    stream
-        .write_all(&hello.encode())
-        .map_err(|e| format!("hello: {e}"))?;
+    stream.write_all(&hello.encode()).map_err(SendHello)?;
     let mut welcome = [0u8; WELCOME_BYTES];
-    stream
-        .read_exact(&mut welcome)
-        .map_err(|e| format!("welcome: {e}"))?;
-    let peer_seq = protocol::decode_welcome(&welcome).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(None).map_err(|e| e.to_string())?;
+    stream.read_exact(&mut welcome).map_err(Welcome)?;
+    let peer_seq = protocol::decode_welcome(&welcome)?;
+    stream.set_read_timeout(None).map_err(Socket)?;
+    stream.set_write_timeout(None).map_err(Socket)?;
     Ok((stream, peer_seq))
 }
 
@@ -175,9 +187,7 @@ impl Link {
             });
         if let Err(e) = spawned {
             // Complete the read ourselves; the failure is reported with it.
-            let _ = self
-                .tx
-                .send(Err(format!("cannot start a connect thread: {e}")));
+            let _ = self.tx.send(Err(HandshakeError::Thread(e)));
             let _ = self.wake.write(1);
         }
     }
@@ -186,11 +196,7 @@ impl Link {
     pub fn on_connected(&mut self, buf: Option<Vec<u8>>) {
         self.read_buf = buf;
         self.pending = false;
-        self.done = Some(
-            self.rx
-                .try_recv()
-                .unwrap_or_else(|_| Err("the connect thread left no result".into())),
-        );
+        self.done = Some(self.rx.try_recv().unwrap_or(Err(HandshakeError::Lost)));
     }
 
     /// A finished attempt's result, once.

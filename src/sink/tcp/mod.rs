@@ -302,7 +302,7 @@ impl TcpSink {
         }
         match parsed {
             Some(Ok(acked)) => self.window.on_acked(acked),
-            Some(Err(why)) => self.disconnect(&why),
+            Some(Err(why)) => self.disconnect(&why.to_string()),
             None if n == 0 => self.disconnect("the peer closed the connection"),
             None => self.disconnect(&std::io::Error::from_raw_os_error(-n).to_string()),
         }

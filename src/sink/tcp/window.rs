@@ -18,7 +18,7 @@ use crate::constants::{
 };
 use crate::frame;
 use crate::latency::Recorder;
-use crate::protocol::{self, ACK_BYTES};
+use crate::protocol::{self, ACK_BYTES, ProtocolError};
 use crate::wal::WalWriter;
 
 pub(super) struct Window {
@@ -171,18 +171,19 @@ impl Window {
     /// highest, or why the bytes are not a valid ack stream: an ack below
     /// the last one, or above the last seq sent (`send_seq - 1`), is
     /// refused.
-    pub fn parse_acks(&mut self, data: &[u8], send_seq: u64) -> Result<u64, String> {
+    pub fn parse_acks(&mut self, data: &[u8], send_seq: u64) -> Result<u64, ProtocolError> {
         let mut acked = self.acked_seq;
         for &byte in data {
             self.ack_partial.push(byte);
             if self.ack_partial.len() == ACK_BYTES {
-                let seq = protocol::decode_ack(&self.ack_partial).map_err(|e| e.to_string())?;
+                let seq = protocol::decode_ack(&self.ack_partial)?;
                 self.ack_partial.clear();
                 if seq < acked || seq >= send_seq {
-                    return Err(format!(
-                        "ack for seq {seq} outside [{acked}, {}]",
-                        send_seq - 1
-                    ));
+                    return Err(ProtocolError::AckOutOfRange {
+                        seq,
+                        low: acked,
+                        high: send_seq - 1,
+                    });
                 }
                 acked = seq;
             }

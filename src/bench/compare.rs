@@ -7,10 +7,12 @@
 //! report version, a missing figure, or configurations that differ without
 //! `--force`). Every error names the file and the field.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::bench::report::{
@@ -49,10 +51,113 @@ pub struct CompareConfig {
     pub track_throughput: bool,
 }
 
-/// Bad input: exit 2.
+/// Bad input: exit 2. Each names the file and the field.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CompareError(pub String);
+pub enum CompareError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {len_bytes} bytes is too large for a bench report (at most {REPORT_BYTES_MAX})", path.display())]
+    TooLarge { path: PathBuf, len_bytes: u64 },
+    #[error("{}: not valid JSON: {source}", path.display())]
+    NotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {why}: not a ringship bench summary.json (expected format {REPORT_FORMAT:?})", path.display())]
+    NotReport { path: PathBuf, why: String },
+    #[error("{}: field `format_version` is {found}; this ringship reads versions {REPORT_FORMAT_VERSIONS_READ:?} (it writes {REPORT_FORMAT_VERSION})", path.display())]
+    Version { path: PathBuf, found: u64 },
+    #[error("{}: {source}", path.display())]
+    Malformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: `stages.{stage}.{field}` is {value} ns, below `stages.{stage}.{below}` ({high} ns): \
+         percentiles cannot decrease, so the report is inconsistent",
+        path.display()
+    )]
+    Inconsistent {
+        path: PathBuf,
+        stage: String,
+        field: &'static str,
+        value: u64,
+        below: &'static str,
+        high: u64,
+    },
+    #[error("{}: stage `stages.{stage}` is missing (a --peer run has no append_to_remote_durable)", path.display())]
+    MissingStage { path: PathBuf, stage: String },
+    #[error("{}: stage `stages.{stage}` has no samples", path.display())]
+    NoSamples { path: PathBuf, stage: String },
+    #[error("{}: field `{field}` is missing", path.display())]
+    MissingField { path: PathBuf, field: String },
+    #[error(
+        "config.{key} differs: {a} in {} but {b} in {}; runs of different configurations are not comparable (pass --force to compare anyway)",
+        first.display(), other.display()
+    )]
+    ConfigDiffers {
+        key: String,
+        a: String,
+        b: String,
+        first: PathBuf,
+        other: PathBuf,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A `summary.json` as compare reads it: typed where compare uses a
+/// figure, opaque where it only checks that two reports agree (`config`)
+/// or shows a difference (`environment`).
+#[derive(Debug, Deserialize)]
+pub struct ReportFile {
+    pub format: String,
+    pub format_version: u64,
+    #[serde(default)]
+    pub config: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageFile>,
+    #[serde(default)]
+    pub results: Option<ResultsFile>,
+}
+
+/// One stage's figures.
+#[derive(Debug, Deserialize)]
+pub struct StageFile {
+    pub count: u64,
+    pub p50_ns: Option<u64>,
+    pub p90_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub p999_ns: Option<u64>,
+    pub p9999_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+}
+
+impl StageFile {
+    /// The figure named `field` (a `PERCENTILES` field).
+    fn figure(&self, field: &str) -> Option<u64> {
+        match field {
+            "p50_ns" => self.p50_ns,
+            "p90_ns" => self.p90_ns,
+            "p99_ns" => self.p99_ns,
+            "p999_ns" => self.p999_ns,
+            "p9999_ns" => self.p9999_ns,
+            "max_ns" => self.max_ns,
+            _ => None,
+        }
+    }
+}
+
+/// The results compare tracks.
+#[derive(Debug, Deserialize)]
+pub struct ResultsFile {
+    pub achieved_records_per_s: Option<f64>,
+}
 
 /// One tracked latency figure.
 #[derive(Debug, Clone)]
@@ -104,71 +209,91 @@ impl Comparison {
     }
 }
 
-/// Reads one report, refusing anything that is not a bench report of this
-/// version.
-pub fn load(path: &Path) -> Result<Value, CompareError> {
-    let err = |why: String| CompareError(format!("{}: {why}", path.display()));
-    let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let len = file
+/// Reads one report, refusing anything that is not a bench report of a
+/// version this build reads, or whose figures contradict each other.
+pub fn load(path: &Path) -> Result<ReportFile, CompareError> {
+    let file = File::open(path).map_err(|source| CompareError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let len_bytes = file
         .metadata()
-        .map_err(|e| err(format!("cannot read: {e}")))?
+        .map_err(|source| CompareError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
         .len();
-    if len > REPORT_BYTES_MAX {
-        return Err(err(format!(
-            "{len} bytes is too large for a bench report (at most {REPORT_BYTES_MAX})"
-        )));
+    if len_bytes > REPORT_BYTES_MAX {
+        return Err(CompareError::TooLarge {
+            path: path.to_path_buf(),
+            len_bytes,
+        });
     }
-    let mut text = String::with_capacity(len as usize);
+    let mut text = String::with_capacity(len_bytes as usize);
     file.take(REPORT_BYTES_MAX)
         .read_to_string(&mut text)
-        .map_err(|e| err(format!("cannot read: {e}")))?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        .map_err(|source| CompareError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    // JSON first, then what kind of file, then its shape: each refusal
+    // says the most useful thing it can.
+    let value: Value = serde_json::from_str(&text).map_err(|source| CompareError::NotJson {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not_report = |why: String| CompareError::NotReport {
+        path: path.to_path_buf(),
+        why,
+    };
     match value.get("format").and_then(Value::as_str) {
         Some(REPORT_FORMAT) => {}
-        Some(other) => {
-            return Err(err(format!(
-                "field `format` is {other:?}, not {REPORT_FORMAT:?}: not a ringship bench report"
-            )));
-        }
-        None => {
-            return Err(err(format!(
-                "no `format` field: not a ringship bench summary.json (expected format {REPORT_FORMAT:?})"
-            )));
-        }
+        Some(other) => return Err(not_report(format!("field `format` is {other:?}"))),
+        None => return Err(not_report("no `format` field".into())),
     }
     match value.get("format_version").and_then(Value::as_u64) {
-        Some(v) if REPORT_FORMAT_VERSIONS_READ.contains(&v) => {
-            check_percentiles(&value).map_err(err)?;
-            Ok(value)
+        Some(v) if REPORT_FORMAT_VERSIONS_READ.contains(&v) => {}
+        Some(found) => {
+            return Err(CompareError::Version {
+                path: path.to_path_buf(),
+                found,
+            });
         }
-        Some(v) => Err(err(format!(
-            "field `format_version` is {v}; this ringship reads versions {REPORT_FORMAT_VERSIONS_READ:?} (it writes {REPORT_FORMAT_VERSION})"
-        ))),
-        None => Err(err(
-            "field `format_version` is missing or not a number".into()
-        )),
+        None => {
+            return Err(CompareError::MissingField {
+                path: path.to_path_buf(),
+                field: "format_version (a whole number)".into(),
+            });
+        }
     }
+    let report: ReportFile =
+        serde_json::from_value(value).map_err(|source| CompareError::Malformed {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    check_percentiles(path, &report)?;
+    Ok(report)
 }
 
 /// Refuses a report whose percentiles go down anywhere (p99 below p50,
 /// say): no histogram gives that, so the file was edited or broken.
-fn check_percentiles(report: &Value) -> Result<(), String> {
-    let Some(stages) = report.get("stages").and_then(Value::as_object) else {
-        return Ok(());
-    };
-    for (stage, figures) in stages {
-        let mut earlier: Vec<(&str, u64)> = Vec::with_capacity(PERCENTILES.len());
+fn check_percentiles(path: &Path, report: &ReportFile) -> Result<(), CompareError> {
+    for (stage, figures) in &report.stages {
+        let mut earlier: Vec<(&'static str, u64)> = Vec::with_capacity(PERCENTILES.len());
         for (_, field) in PERCENTILES {
-            let Some(value) = figures.get(field).and_then(Value::as_u64) else {
+            let Some(value) = figures.figure(field) else {
                 continue;
             };
             // Name the lowest percentile that already lies above this one.
-            if let Some(&(before, high)) = earlier.iter().find(|(_, v)| *v > value) {
-                return Err(format!(
-                    "`stages.{stage}.{field}` is {value} ns, below `stages.{stage}.{before}` ({high} ns): \
-                     percentiles cannot decrease, so the report is inconsistent"
-                ));
+            if let Some(&(below, high)) = earlier.iter().find(|(_, v)| *v > value) {
+                return Err(CompareError::Inconsistent {
+                    path: path.to_path_buf(),
+                    stage: stage.clone(),
+                    field,
+                    value,
+                    below,
+                    high,
+                });
             }
             earlier.push((field, value));
         }
@@ -177,18 +302,15 @@ fn check_percentiles(report: &Value) -> Result<(), String> {
 }
 
 /// Fields of `config` that differ between `a` and `b`.
-fn config_differences(a: &Value, b: &Value) -> Vec<(String, String, String)> {
-    let empty = serde_json::Map::new();
-    let a = a.get("config").and_then(Value::as_object).unwrap_or(&empty);
-    let b = b.get("config").and_then(Value::as_object).unwrap_or(&empty);
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+fn config_differences(a: &ReportFile, b: &ReportFile) -> Vec<(String, String, String)> {
+    let mut keys: Vec<&String> = a.config.keys().chain(b.config.keys()).collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
+        .filter(|k| a.config.get(*k) != b.config.get(*k))
         .map(|k| {
             let show = |v: Option<&Value>| v.map_or("(missing)".to_string(), Value::to_string);
-            (k.clone(), show(a.get(k)), show(b.get(k)))
+            (k.clone(), show(a.config.get(k)), show(b.config.get(k)))
         })
         .collect()
 }
@@ -209,17 +331,17 @@ fn median(values: &mut [u64]) -> u64 {
 pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
     for (side, files) in [("base", &config.base), ("current", &config.current)] {
         if files.is_empty() {
-            return Err(CompareError(format!("no {side} reports given")));
+            return Err(CompareError::Usage(format!("no {side} reports given")));
         }
         if files.len() > COMPARE_RUNS_MAX {
-            return Err(CompareError(format!(
+            return Err(CompareError::Usage(format!(
                 "{} {side} reports; at most {COMPARE_RUNS_MAX}",
                 files.len()
             )));
         }
     }
     if !(config.max_regression_pct.is_finite() && config.max_regression_pct >= 0.0) {
-        return Err(CompareError(format!(
+        return Err(CompareError::Usage(format!(
             "--max-regression-pct {} must be a number ≥ 0",
             config.max_regression_pct
         )));
@@ -234,7 +356,7 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
     for stage in &stages {
         if !STAGES.iter().any(|s| s.key == stage) {
             let known: Vec<&str> = STAGES.iter().map(|s| s.key).collect();
-            return Err(CompareError(format!(
+            return Err(CompareError::Usage(format!(
                 "--stage {stage}: unknown stage; known: {}, or all",
                 known.join(", ")
             )));
@@ -253,7 +375,7 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
                 Some(known) => chosen.push(*known),
                 None => {
                     let known: Vec<&str> = PERCENTILES.iter().map(|(n, _)| *n).collect();
-                    return Err(CompareError(format!(
+                    return Err(CompareError::Usage(format!(
                         "--percentiles {p}: unknown percentile; known: {}",
                         known.join(", ")
                     )));
@@ -263,7 +385,7 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
         chosen
     };
 
-    let load_all = |files: &[PathBuf]| -> Result<Vec<(PathBuf, Value)>, CompareError> {
+    let load_all = |files: &[PathBuf]| -> Result<Vec<(PathBuf, ReportFile)>, CompareError> {
         files.iter().map(|f| Ok((f.clone(), load(f)?))).collect()
     };
     let base = load_all(&config.base)?;
@@ -280,9 +402,13 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
                 path.display()
             );
             if !config.force {
-                return Err(CompareError(format!(
-                    "{line}; runs of different configurations are not comparable (pass --force to compare anyway)"
-                )));
+                return Err(CompareError::ConfigDiffers {
+                    key,
+                    a,
+                    b,
+                    first: first_path.clone(),
+                    other: path.clone(),
+                });
             }
             forced_differences.push(line);
         }
@@ -290,7 +416,7 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
     let mut environment_differences = Vec::new();
     for (path, report) in base.iter().chain(&current).skip(1) {
         for key in ENVIRONMENT_FIELDS_SHOWN {
-            let field = |r: &Value| r.get("environment").and_then(|e| e.get(key)).cloned();
+            let field = |r: &ReportFile| r.environment.get(key).cloned();
             let (a, b) = (field(first), field(report));
             if a != b {
                 let show = |v: Option<Value>| v.map_or("(missing)".to_string(), |v| v.to_string());
@@ -305,33 +431,28 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
         }
     }
 
-    let figure = |path: &Path, report: &Value, stage: &str, field: &str| {
-        let stage_value = report
-            .get("stages")
-            .and_then(|s| s.get(stage))
-            .ok_or_else(|| {
-                CompareError(format!(
-                    "{}: stage `stages.{stage}` is missing (a --peer run has no append_to_remote_durable)",
-                    path.display()
-                ))
+    let figure = |path: &Path, report: &ReportFile, stage: &str, field: &str| {
+        let figures = report
+            .stages
+            .get(stage)
+            .ok_or_else(|| CompareError::MissingStage {
+                path: path.to_path_buf(),
+                stage: stage.to_string(),
             })?;
-        if stage_value.get("count").and_then(Value::as_u64) == Some(0) {
-            return Err(CompareError(format!(
-                "{}: stage `stages.{stage}` has no samples",
-                path.display()
-            )));
+        if figures.count == 0 {
+            return Err(CompareError::NoSamples {
+                path: path.to_path_buf(),
+                stage: stage.to_string(),
+            });
         }
-        stage_value
-            .get(field)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                CompareError(format!(
-                    "{}: field `stages.{stage}.{field}` is missing or not a whole number of ns",
-                    path.display()
-                ))
+        figures
+            .figure(field)
+            .ok_or_else(|| CompareError::MissingField {
+                path: path.to_path_buf(),
+                field: format!("stages.{stage}.{field}"),
             })
     };
-    let side_median = |side: &[(PathBuf, Value)], stage: &str, field: &str| {
+    let side_median = |side: &[(PathBuf, ReportFile)], stage: &str, field: &str| {
         let mut values = side
             .iter()
             .map(|(path, report)| figure(path, report, stage, field))
@@ -360,19 +481,19 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
         }
     }
     let throughput = if config.track_throughput {
-        let rate = |path: &Path, report: &Value| {
+        let rate = |path: &Path, report: &ReportFile| {
             report
-                .get("results")
-                .and_then(|r| r.get("achieved_records_per_s"))
-                .and_then(Value::as_f64)
-                .ok_or_else(|| {
-                    CompareError(format!(
-                        "{}: field `results.achieved_records_per_s` is missing (--track-throughput needs reports of format version {REPORT_FORMAT_VERSION})",
-                        path.display()
-                    ))
+                .results
+                .as_ref()
+                .and_then(|r| r.achieved_records_per_s)
+                .ok_or_else(|| CompareError::MissingField {
+                    path: path.to_path_buf(),
+                    field: format!(
+                        "results.achieved_records_per_s (--track-throughput needs reports of format version {REPORT_FORMAT_VERSION})"
+                    ),
                 })
         };
-        let side = |side: &[(PathBuf, Value)]| -> Result<f64, CompareError> {
+        let side = |side: &[(PathBuf, ReportFile)]| -> Result<f64, CompareError> {
             let mut values = side
                 .iter()
                 .map(|(path, report)| rate(path, report))
@@ -387,7 +508,7 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
         };
         let (base_per_s, current_per_s) = (side(&base)?, side(&current)?);
         if base_per_s <= 0.0 {
-            return Err(CompareError(format!(
+            return Err(CompareError::Usage(format!(
                 "the base reports' median achieved rate is {base_per_s} records/s: nothing to compare a throughput with"
             )));
         }
@@ -407,6 +528,15 @@ pub fn compare(config: &CompareConfig) -> Result<Comparison, CompareError> {
         forced_differences,
         environment_differences,
     })
+}
+
+/// `p99`, `p99.9`, and `max` (not `pmax`).
+fn percentile_label(name: &str) -> String {
+    if name == "max" {
+        name.to_string()
+    } else {
+        format!("p{name}")
+    }
 }
 
 /// The table `compare` prints.
@@ -470,7 +600,14 @@ pub fn print(config: &CompareConfig, c: &Comparison) {
         .rows
         .iter()
         .filter(|r| r.regressed)
-        .map(|r| format!("{} p{} {:+.1}%", r.stage, r.percentile, r.change_pct))
+        .map(|r| {
+            format!(
+                "{} {} {:+.1}%",
+                r.stage,
+                percentile_label(&r.percentile),
+                r.change_pct
+            )
+        })
         .collect();
     if let Some(t) = c.throughput.as_ref().filter(|t| t.regressed) {
         regressed.push(format!("achieved records/s {:+.1}%", t.change_pct));
