@@ -3,7 +3,7 @@
 //! `cargo bench --bench frame` prints records/s (elements) and bytes/s.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringship::frame;
+use ringship::internals::frame;
 use std::hint::black_box;
 
 const RECORDS_PER_ITER: usize = 1000;

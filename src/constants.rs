@@ -5,7 +5,7 @@
 //! file, so a change that breaks one fails the build rather than a run.
 
 /// Size of the fixed record header: crc32c (4) + payload length (4) + seq (8) +
-/// append timestamp (8). See [`crate::frame`] for the layout.
+/// append timestamp (8). See `frame.rs` for the layout.
 pub const RECORD_HEADER_BYTES: usize = 24;
 
 /// Largest payload one record may carry. Real log lines (stack traces, JSON

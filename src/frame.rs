@@ -86,7 +86,7 @@ pub fn check_payload(payload: &[u8]) -> Result<(), TooLarge> {
 
 /// Appends one encoded record to `out`.
 ///
-/// The caller must have checked the payload with [`check_payload`] and must
+/// The caller must have checked the payload with `check_payload` and must
 /// have reserved room: this never grows `out` (asserted), because the WAL's
 /// commit buffers are allocated once at start-up.
 pub fn encode_into(out: &mut Vec<u8>, seq: u64, append_ts_ns: u64, payload: &[u8]) {
@@ -225,7 +225,7 @@ fn decode_checked(buf: &[u8], check: Check) -> Result<(RecordRef<'_>, usize), De
 }
 
 /// The one record walker: steps over the records packed in a byte range,
-/// in order, checking each as [`Check`] says. Every reader of records
+/// in order, checking each as `Check` says. Every reader of records
 /// (recovery, the WAL writer and reader, the receiver) walks with it.
 ///
 /// The walk ends at the first bytes that are not a whole record, and

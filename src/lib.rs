@@ -1,75 +1,85 @@
 //! ringship: an io_uring write-ahead log and log shipper for Linux.
 //!
-//! Each core owns a shard: a pinned thread with its own io_uring, its own WAL
-//! directory and its own bounded inbox. Records flow through one module per
-//! stage:
+//! A shard is a pinned thread with its own io_uring, its own WAL directory
+//! and its own bounded inbox. Records flow through one module per stage:
 //!
 //! ```text
-//! producer (stdin lines: ingest; bench generators)
-//!          bounded inbox; an eventfd write wakes the core
+//! source   lines of a stream (stdin, a file); the bench's generators;
+//!          ShardHandle::append
+//!   │      bounded inbox; an eventfd write wakes the shard, never a timer
 //!   ▼
-//! frame    header { crc32c, len, seq, append_ts_ns } + payload
+//! frame    header { crc32c, len, seq, append_ts_ns } + payload; one walker
 //!   ▼
-//! wal      staged into a commit buffer; group commit = write linked to
-//!          fdatasync on the core's ring; 2 chains in flight (one with
-//!          O_DIRECT segments, `zc`); segments preallocated, named by first
-//!          seq, recovered by scanning
-//!   ▼      the durable watermark advances → core::DurableListener, same loop turn
-//! ship     in that same turn, [shipped, durable): io_uring SPLICE page cache →
-//!          pipe → socket (default), SEND_ZC straight from the O_DIRECT
-//!          commit buffer that wrote the bytes (zc), or pread + SEND (copy);
-//!          acks arrive on an io_uring RECV that is always posted
-//!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, cumulative acks
-//! receive  N pinned per-core rings, each serving many connections: RECV,
-//!          verify (length bound, crc32c, seq continuity), append the bytes
-//!          unchanged to the connection's WAL, ack (SEND) after fdatasync
+//! wal      group commit = write linked to fdatasync on the shard's ring,
+//!          2 chains in flight; segments preallocated, named by first seq,
+//!          recovered by scanning; a reader by seq; retention
+//!   ▼      the durable watermark advances → the sink is told, same turn
+//! sink     tcp: [sent, durable) by io_uring SPLICE page cache → pipe →
+//!          socket, SEND_ZC from the O_DIRECT commit buffer that wrote it,
+//!          or pread + SEND; cumulative acks on a RECV always posted
+//!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, acks
+//! receive  per-core rings serving many connections: RECV, verify (length
+//!          bound, crc32c, seq), append unchanged to the connection's WAL,
+//!          ack (SEND) after its fdatasync
 //! ```
 //!
-//! On top of the data path, [`bench`](mod@bench) drives the whole pipeline under
-//! open-loop load with an in-process receiver and reports the latency of
-//! every hop ([`latency`]), and [`compare`] gates CI on regressions:
+//! Underneath, `io` is the seam every state machine pushes operations
+//! through: the real io_uring implements it, and a test implementation can
+//! complete, shorten or fail any operation. On top, `bench` drives the
+//! whole pipeline under open-loop load and reports the latency of every hop.
 //!
-//! ```text
-//! generator (intended-time stamps) → WAL → ship → receive
-//!   append → durable · append → sent · append → acked · append → remote durable
+//! # The library
+//!
 //! ```
+//! use ringship::{Durability, Receiver, ReceiverConfig, SendMode, Shard, ShardConfig};
+//! use ringship::{SinkConfig, TcpConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! // A receiver on loopback: it verifies, persists and acknowledges.
+//! let receiver = Receiver::spawn(
+//!     "127.0.0.1:0".parse().unwrap(),
+//!     ReceiverConfig::new(dir.path().join("recv")),
+//! )?;
+//! // A shard whose WAL ships to it.
+//! let mut config = ShardConfig::new(dir.path().join("wal"), 0);
+//! config.durability = Durability::Fsync;
+//! config.sink = Some(SinkConfig::Tcp(TcpConfig {
+//!     peer: receiver.local_addr(),
+//!     source: "web-1".into(),
+//!     send_mode: SendMode::Splice,
+//! }));
+//! let mut shard = Shard::spawn(config)?;
+//! let ticket = shard.append(b"GET /index.html 200")?;
+//! ticket.wait_durable()?; // fdatasync'd here
+//! ticket.wait_acked()?; // fdatasync'd at the receiver
+//! let report = shard.close()?;
+//! assert_eq!(report.acked_seq, Some(ticket.seq()));
+//! assert_eq!(receiver.stop()?.records, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/ship_lines.rs` is a complete program: a receiver and a shard in
+//! one process, every line of stdin appended, shipped and acknowledged.
 //!
 //! # Invariants
 //!
 //! - A seq is reported durable only when it and every record before it have
-//!   been fdatasync'd (or written, in `--durability none`). The watermark only
-//!   moves forward, and never ahead of the disk.
-//! - Nothing wakes a core but a completion: no timer, poll or heartbeat
-//!   gates a durable record. The only timed waits are the reconnect backoff
-//!   and the ack deadline at the end of a `ship` run. `--spin-us` only lets
-//!   a core look for that completion before it sleeps: a spin ends at the
-//!   first completion on its ring, so it never waits past one.
-//! - The shipper sends only durable bytes; the receiver acks only what its
-//!   own fdatasync covers; resume is by seq, so kills lose and duplicate
+//!   been fdatasync'd (or written, with [`Durability::None`]). The watermark
+//!   only moves forward, and never ahead of the disk.
+//! - Nothing wakes a shard but a completion: no timer, poll or heartbeat
+//!   gates a durable record, which is handed to the sink in the loop turn
+//!   that made it durable. The only timed waits are the reconnect backoff
+//!   and the ack deadline at the end of a run. A spin only lets a shard
+//!   look for that completion before it sleeps.
+//! - The sink sends only durable bytes; the receiver acks only what its own
+//!   fdatasync covers; resume is by seq, so kills lose and duplicate
 //!   nothing; retention deletes only acknowledged segments.
 //! - Every queue, buffer and in-flight window has a named bound in
 //!   [`constants`]; commit buffers, inbox batches, ring slots and histograms
-//!   are allocated when a core starts, and nothing grows with backlog.
+//!   are allocated when a shard starts, and nothing grows with backlog.
 //! - A failed fdatasync is fatal for its WAL.
-//! - Recovery cuts a torn tail and refuses corruption anywhere else (see
-//!   [`wal::recovery`]).
-//! - `unsafe` lives only in [`io`].
-//!
-//! # Modules, in data-path order
-//!
-//! - [`ingest`]: producers (stdin lines) → [`inbox`]
-//! - [`frame`]: the record format
-//! - [`wal`]: segments, group commit ([`wal::writer`]), recovery
-//! - [`ship`]: the shipper, pumped by the core loop
-//! - [`protocol`]: hello, welcome, data and ack on the wire
-//! - [`receive`]: the receiver: admission, then per-core rings serving many
-//!   connections
-//! - [`core`]: the shipping side's per-core loop tying its inbox, WAL,
-//!   shipper and ring together
-//! - [`latency`]: per-stage HdrHistogram recorders (warmup cut, 1 s intervals)
-//! - [`bench`](mod@bench), [`compare`]: the benchmark and the regression gate
-//! - [`io`]: the ring, completion slots, pinning — the only `unsafe`
-//! - [`constants`]: every bound
+//! - Recovery cuts a torn tail and refuses corruption anywhere else.
+//! - `unsafe` lives only in the I/O layer.
 
 #![deny(unsafe_code)]
 
@@ -80,16 +90,58 @@ pub use shard::{
 pub use sink::tcp::{SendMode, TcpConfig};
 pub use wal::{Durability, WalIo};
 
-pub mod bench;
-pub mod cli;
 pub mod constants;
-pub mod frame;
-pub mod io;
-pub mod latency;
-pub mod protocol;
-pub mod receive;
-pub mod report;
-pub mod shard;
-pub mod sink;
-pub mod source;
-pub mod wal;
+
+mod bench;
+mod cli;
+mod frame;
+mod io;
+mod latency;
+mod protocol;
+mod receive;
+mod report;
+mod shard;
+mod sink;
+mod source;
+mod wal;
+
+/// What the command line, the integration tests and the benches reach
+/// beyond the public API. Not part of it: it changes without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::bench::output::{write_hgrm, write_hlog};
+    pub use crate::cli::main as cli_main;
+    pub use crate::io::Owner;
+    pub use crate::receive::Stopper;
+
+    pub mod frame {
+        pub use crate::frame::{
+            DecodeError, RecordRef, Records, decode, encode_into, encoded_len_bytes, now_ns,
+        };
+    }
+
+    pub mod latency {
+        pub use crate::latency::{INTERVAL_NS, Recorder, Window, histogram};
+    }
+
+    pub mod protocol {
+        pub use crate::protocol::{
+            ACK_BYTES, HELLO_BYTES, Hello, WELCOME_BYTES, WelcomeStatus, decode_ack,
+            decode_welcome, encode_abort,
+        };
+    }
+
+    pub mod wal {
+        pub use crate::wal::{Durability, WalWriter};
+
+        pub mod recovery {
+            pub use crate::wal::recovery::{RecoveryError, ShardScan, scan_shard};
+        }
+
+        pub mod segment {
+            pub use crate::wal::segment::{
+                SegmentHeader, create_segment, segment_file_name, shard_dir,
+            };
+        }
+    }
+}

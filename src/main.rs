@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(ringship::cli::main());
+    std::process::exit(ringship::internals::cli_main());
 }

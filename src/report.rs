@@ -95,12 +95,12 @@ pub fn out_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// True once [`out_line`] failed for a reason other than a closed pipe.
+/// True once `out_line` failed for a reason other than a closed pipe.
 pub fn stdout_failed() -> bool {
     STDOUT_FAILED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// `println!` for reports, through [`out_line`]: a closed or failing
+/// `println!` for reports, through `out_line`: a closed or failing
 /// stdout never panics.
 #[macro_export]
 macro_rules! outln {

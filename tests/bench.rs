@@ -15,8 +15,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::{Histogram, serialization::interval_log::Tag};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ringship::bench::output::{write_hgrm, write_hlog};
-use ringship::latency::{INTERVAL_NS, Recorder, Window};
+use ringship::internals::latency::{INTERVAL_NS, Recorder, Window};
+use ringship::internals::{write_hgrm, write_hlog};
 use serde_json::Value;
 
 use common::{RecvProc, bin, run, stderr, stdout};
@@ -66,7 +66,7 @@ fn parse_hgrm(text: &str) -> (Vec<(f64, f64, u64)>, Vec<String>) {
 #[test]
 fn hgrm_of_known_latencies() {
     // 1 µs .. 10 ms in 1 µs steps: p50 = 5 ms, p99 = 9.9 ms, max = 10 ms.
-    let mut h = ringship::latency::histogram();
+    let mut h = ringship::internals::latency::histogram();
     for us in 1..=10_000u64 {
         h.record(us * 1_000).unwrap();
     }
@@ -147,7 +147,7 @@ fn hlog_reads_back_to_the_same_counts() {
 
     let mut deserializer = Deserializer::new();
     let mut seen = Vec::new();
-    let mut total_a: Histogram<u64> = ringship::latency::histogram();
+    let mut total_a: Histogram<u64> = ringship::internals::latency::histogram();
     for entry in IntervalLogIterator::new(&log) {
         let LogEntry::Interval(interval) = entry.expect("every line parses") else {
             continue;

@@ -6,9 +6,9 @@ use std::os::unix::fs::FileExt;
 
 use proptest::prelude::*;
 use ringship::constants::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use ringship::frame::{self, DecodeError};
-use ringship::wal::recovery::scan_shard;
-use ringship::wal::segment::{SegmentHeader, create_segment, shard_dir};
+use ringship::internals::frame::{self, DecodeError};
+use ringship::internals::wal::recovery::scan_shard;
+use ringship::internals::wal::segment::{SegmentHeader, create_segment, shard_dir};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]

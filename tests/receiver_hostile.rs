@@ -10,10 +10,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{dump_lines, line};
-use ringship::frame;
-use ringship::protocol::{self, ACK_BYTES, HELLO_BYTES, Hello, WELCOME_BYTES};
-use ringship::receive::{Receiver, ReceiverConfig, Stopper};
-use ringship::wal::Durability;
+use ringship::internals::Stopper;
+use ringship::internals::frame;
+use ringship::internals::protocol::{self, ACK_BYTES, HELLO_BYTES, Hello, WELCOME_BYTES};
+use ringship::internals::wal::Durability;
+use ringship::{Receiver, ReceiverConfig};
 
 fn start(dir: &std::path::Path) -> (SocketAddr, Stopper, std::thread::JoinHandle<()>) {
     let receiver = Receiver::bind(

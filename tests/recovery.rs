@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use common::{append, dump_lines, line, run, stderr, stdout};
 use ringship::constants::SEGMENT_HEADER_BYTES;
-use ringship::frame;
-use ringship::wal::recovery::{RecoveryError, ShardScan, scan_shard};
-use ringship::wal::segment::{SegmentHeader, create_segment, shard_dir};
-use ringship::wal::{Durability, WalWriter};
+use ringship::internals::frame;
+use ringship::internals::wal::recovery::{RecoveryError, ShardScan, scan_shard};
+use ringship::internals::wal::segment::{SegmentHeader, create_segment, shard_dir};
+use ringship::internals::wal::{Durability, WalWriter};
 
 const N: u64 = 1000;
 
@@ -88,8 +88,13 @@ fn clean() {
         stdout(&v)
     );
     // Reopening continues the sequence.
-    let (writer, _) =
-        WalWriter::open(tmp.path(), 0, Durability::Fsync, ringship::io::Owner::Wal).unwrap();
+    let (writer, _) = WalWriter::open(
+        tmp.path(),
+        0,
+        Durability::Fsync,
+        ringship::internals::Owner::Wal,
+    )
+    .unwrap();
     assert_eq!(writer.next_seq(), N + 1);
     assert_eq!(writer.durable_seq(), N);
 }
@@ -196,7 +201,15 @@ fn corrupt_middle_is_refused_with_segment_and_offset() {
     assert!(msg.contains(&format!("byte offset {at}")), "{msg}");
     // The writer refuses too, and leaves the file untouched.
     let before = std::fs::read(&seg).unwrap();
-    assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, ringship::io::Owner::Wal).is_err());
+    assert!(
+        WalWriter::open(
+            tmp.path(),
+            0,
+            Durability::Fsync,
+            ringship::internals::Owner::Wal
+        )
+        .is_err()
+    );
     let out = run(&[
         "ship",
         "--dir",
@@ -250,7 +263,9 @@ fn write_segment(dir: &Path, first_seq: u64, records: &[u8]) -> PathBuf {
     .unwrap();
     f.write_all_at(records, SEGMENT_HEADER_BYTES as u64)
         .unwrap();
-    sdir.join(ringship::wal::segment::segment_file_name(first_seq))
+    sdir.join(ringship::internals::wal::segment::segment_file_name(
+        first_seq,
+    ))
 }
 
 #[test]
@@ -278,7 +293,15 @@ fn gap_in_segment_sequence_is_refused() {
         "{}",
         stderr(&v)
     );
-    assert!(WalWriter::open(tmp.path(), 0, Durability::Fsync, ringship::io::Owner::Wal).is_err());
+    assert!(
+        WalWriter::open(
+            tmp.path(),
+            0,
+            Durability::Fsync,
+            ringship::internals::Owner::Wal
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -511,7 +534,7 @@ fn records_only_the_page_cache_holds_are_not_trusted() {
     // But a writer reopening the WAL reads the disk: nothing valid after
     // the header, so a torn tail, cut.
     let (writer, recovered) =
-        WalWriter::open(&wal, 0, Durability::Fsync, ringship::io::Owner::Wal).unwrap();
+        WalWriter::open(&wal, 0, Durability::Fsync, ringship::internals::Owner::Wal).unwrap();
     assert_eq!(
         recovered.records, 0,
         "the writer trusted records only the page cache held"

@@ -522,8 +522,8 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
 #[test]
 fn a_segment_filled_to_within_a_header_of_its_end_is_crossed() {
     use ringship::constants::{SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES};
-    use ringship::frame;
-    use ringship::wal::segment::{SegmentHeader, create_segment, shard_dir};
+    use ringship::internals::frame;
+    use ringship::internals::wal::segment::{SegmentHeader, create_segment, shard_dir};
     use std::os::unix::fs::FileExt;
 
     let tmp = tempfile::tempdir().unwrap();

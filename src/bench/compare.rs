@@ -114,8 +114,7 @@ pub enum CompareError {
 /// or shows a difference (`environment`).
 #[derive(Debug, Deserialize)]
 pub struct ReportFile {
-    pub format: String,
-    pub format_version: u64,
+    // `format` and `format_version` are checked before it is read.
     #[serde(default)]
     pub config: BTreeMap<String, Value>,
     #[serde(default)]

@@ -57,10 +57,26 @@ pub struct ReceiverConfig {
     pub pin_first_cpu: Option<usize>,
     /// Count append → durable (the records' own append timestamps, so
     /// append → *remote* durable) only inside this window (`bench`).
+    #[doc(hidden)]
     pub latency_window: Option<Arc<Window>>,
     /// Before sleeping, each core busy-polls its ring this long for a
     /// completion (`--spin-us`; zero sleeps at once).
     pub spin: Duration,
+}
+
+impl ReceiverConfig {
+    /// A receiver storing under `dir`: fsync, one core per CPU, unpinned,
+    /// no spin.
+    pub fn new(dir: impl Into<PathBuf>) -> ReceiverConfig {
+        ReceiverConfig {
+            dir: dir.into(),
+            durability: Durability::Fsync,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_first_cpu: None,
+            latency_window: None,
+            spin: Duration::ZERO,
+        }
+    }
 }
 
 /// Totals over a receiver's life, for its summary line.

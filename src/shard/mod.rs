@@ -70,7 +70,7 @@ pub struct ShardConfig {
     pub dir: PathBuf,
     pub shard: u32,
     /// CPU index to pin the thread and its io-wq workers to (see
-    /// [`crate::io::cpu::allowed_cpu`]); `None` leaves both unpinned.
+    /// `io::cpu::allowed_cpu`); `None` leaves both unpinned.
     pub cpu: Option<usize>,
     pub durability: Durability,
     /// Buffered or O_DIRECT segments.

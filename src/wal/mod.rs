@@ -15,8 +15,8 @@ pub mod writer;
 use std::io;
 use std::path::PathBuf;
 
-pub use reader::{DurableTail, ReadError, Stopped, WalReader, Walked};
-pub use recovery::{RecoveryError, ShardScan, TornTail, scan_shard};
+pub use reader::{DurableTail, ReadError, WalReader, Walked};
+pub use recovery::{RecoveryError, ShardScan};
 pub use writer::{Stage, WalWriter};
 
 /// Whether a commit waits for fdatasync.

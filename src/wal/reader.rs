@@ -167,11 +167,6 @@ impl WalReader {
         Ok(())
     }
 
-    /// True once [`WalReader::seek`] has placed the cursor.
-    pub fn is_positioned(&self) -> bool {
-        self.cursor.is_some()
-    }
-
     /// Forgets the position, handing back the segment file so that a caller
     /// whose operations still name its fd can keep it open until they end.
     pub fn close(&mut self) -> Option<File> {

@@ -145,7 +145,7 @@ pub fn list_shards(dir: &Path) -> Result<Vec<u32>, RecoveryError> {
 }
 
 /// Scans the shard in `shard_dir`, calling `visit` for every valid record in
-/// seq order. Reads only; see [`repair`] for the writer's side.
+/// seq order. Reads only; see `repair` for the writer's side.
 ///
 /// A missing directory is an empty shard.
 pub fn scan_shard(

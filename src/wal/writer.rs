@@ -456,11 +456,6 @@ impl WalWriter {
         }
     }
 
-    /// True once [`WalWriter::enable_direct`] succeeded.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Where the durable bytes at `offset_bytes` of the segment starting at
     /// `segment_first_seq` can be sent from without reading them back: a
     /// kept O_DIRECT commit buffer. `None` when no kept commit covers them,

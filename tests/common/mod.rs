@@ -78,7 +78,7 @@ impl Rng {
         let seed = std::env::var("RINGSHIP_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| ringship::frame::now_ns() | 1);
+            .unwrap_or_else(|| ringship::internals::frame::now_ns() | 1);
         eprintln!("{test}: seed {seed} (rerun with RINGSHIP_SEED={seed})");
         Rng(seed)
     }
@@ -101,7 +101,7 @@ pub fn child_stderr(name: &str) -> Stdio {
     match std::env::var("RINGSHIP_TEST_LOGS") {
         Ok(dir) => {
             std::fs::create_dir_all(&dir).unwrap();
-            let path = format!("{dir}/{name}-{}.log", ringship::frame::now_ns());
+            let path = format!("{dir}/{name}-{}.log", ringship::internals::frame::now_ns());
             Stdio::from(std::fs::File::create(path).unwrap())
         }
         Err(_) => Stdio::null(),

@@ -81,7 +81,7 @@ impl std::fmt::Display for SendMode {
 pub struct TcpConfig {
     pub peer: SocketAddr,
     /// This source's name at the receiver (validated by
-    /// [`protocol::validate_source`]).
+    /// `protocol::validate_source`).
     pub source: String,
     pub send_mode: SendMode,
 }
