@@ -184,9 +184,6 @@ pub const SOURCE_NAME_BYTES_MAX: usize = 64;
 /// on a record boundary, so one must hold the largest record.
 pub const SEND_CHUNK_BYTES: usize = 2 << 20;
 
-/// Send buffers per shipper: one in flight while the next is filled.
-pub const SEND_BUFFERS_COUNT: usize = 2;
-
 /// Records sent but not yet acknowledged, per shipper. Their (seq,
 /// timestamp) pairs are kept to measure append → acked; when the table is
 /// full the shipper waits for acks (the peer's window, in records).

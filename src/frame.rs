@@ -1,6 +1,6 @@
 //! The record format: encode, decode, verify.
 //!
-//! Every record in a segment, on disk and (later) on the wire, is laid out as
+//! Every record, in a segment on disk and on the wire, is laid out as
 //! follows. All integers are little-endian.
 //!
 //! ```text

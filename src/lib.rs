@@ -1,32 +1,14 @@
 //! ringship: an io_uring write-ahead log and log shipper for Linux.
 //!
 //! A shard is a pinned thread with its own io_uring, its own WAL directory
-//! and its own bounded inbox. Records flow through one module per stage:
-//!
-//! ```text
-//! source   lines of a stream (stdin, a file); the bench's generators;
-//!          ShardHandle::append
-//!   │      bounded inbox; an eventfd write wakes the shard, never a timer
-//!   ▼
-//! frame    header { crc32c, len, seq, append_ts_ns } + payload; one walker
-//!   ▼
-//! wal      group commit = write linked to fdatasync on the shard's ring,
-//!          2 chains in flight; segments preallocated, named by first seq,
-//!          recovered by scanning; a reader by seq; retention
-//!   ▼      the durable watermark advances → the sink is told, same turn
-//! sink     tcp: [sent, durable) by io_uring SPLICE page cache → pipe →
-//!          socket, SEND_ZC from the O_DIRECT commit buffer that wrote it,
-//!          or pread + SEND; cumulative acks on a RECV always posted
-//!   ▼      TCP: hello/welcome (resume by seq), WAL bytes as-is, acks
-//! receive  per-core rings serving many connections: RECV, verify (length
-//!          bound, crc32c, seq), append unchanged to the connection's WAL,
-//!          ack (SEND) after its fdatasync
-//! ```
-//!
-//! Underneath, `io` is the seam every state machine pushes operations
-//! through: the real io_uring implements it, and a test implementation can
-//! complete, shorten or fail any operation. On top, `bench` drives the
-//! whole pipeline under open-loop load and reports the latency of every hop.
+//! and its own bounded inbox. Records flow through one module per stage —
+//! a source, `frame` (crc32c framing), `wal` (group commit with fdatasync,
+//! recovery, a reader by seq, retention), a `sink` (a ringship receiver
+//! over TCP: splice, SEND_ZC or copy) and, on the other machine, `receive`
+//! (verify, persist, acknowledge) — over `io`, the seam every state machine
+//! pushes its operations through. `docs/design.md` draws the data path;
+//! `bench` drives all of it under open-loop load and reports the latency of
+//! every hop.
 //!
 //! # The library
 //!

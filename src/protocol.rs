@@ -54,7 +54,8 @@ pub enum WelcomeStatus {
     Ok = 0,
     BadHello = 1,
     VersionMismatch = 2,
-    /// Another connection already serves this (source, shard).
+    /// An older connection still serves this (source, shard) and did not
+    /// let go within the handshake timeout of being taken over.
     Busy = 3,
     /// The receiver could not open its copy of the WAL.
     StorageError = 4,

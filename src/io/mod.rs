@@ -17,7 +17,9 @@
 //! io_uring_prep_write(3), io_uring_prep_fsync(3).
 //!
 //! Files: [`ring`] (the real io_uring), [`token`] (what a completion is
-//! for), [`cpu`] (pinning and wake-up latency), [`pipe`] (splice pipes).
+//! for), `event_loop` (the turn, wait, collect, dispatch skeleton every core
+//! runs), `fake` (a test implementation of [`Io`]), [`cpu`] (pinning and
+//! wake-up latency), [`pipe`] (splice pipes).
 
 pub mod cpu;
 pub(crate) mod event_loop;
