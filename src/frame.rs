@@ -44,7 +44,8 @@ pub enum DecodeError {
         need_bytes: usize,
         have_bytes: usize,
     },
-    /// All 24 header bytes are zero: space that was never written.
+    /// All 24 header bytes are zero: space that was never written. (Fewer
+    /// than 24 bytes are [`DecodeError::Truncated`], zeros or not.)
     #[error("zero header (unwritten space)")]
     ZeroHeader,
     /// The length field exceeds the maximum payload size.
@@ -178,10 +179,10 @@ pub enum Check {
 }
 
 fn decode_checked(buf: &[u8], check: Check) -> Result<(RecordRef<'_>, usize), DecodeError> {
+    // Fewer bytes than a header are a truncation even when they are zeros:
+    // a record's crc may start with zero bytes, and the rest of it may be
+    // in the next read. Only a whole zero header marks unwritten space.
     let Some(header) = Header::read(buf) else {
-        if !buf.is_empty() && buf.iter().all(|&b| b == 0) {
-            return Err(DecodeError::ZeroHeader);
-        }
         return Err(DecodeError::Truncated {
             need_bytes: RECORD_HEADER_BYTES,
             have_bytes: buf.len(),
@@ -361,7 +362,6 @@ mod tests {
         for cut in 0..buf.len() {
             match decode(&buf[..cut]) {
                 Err(DecodeError::Truncated { .. }) => {}
-                Err(DecodeError::ZeroHeader) if cut == 0 => unreachable!(),
                 other => panic!("cut at {cut}: {other:?}"),
             }
         }
@@ -418,5 +418,21 @@ mod tests {
             Records::trusted(&[0u8; 40]).next(),
             Some(Err(DecodeError::ZeroHeader))
         ));
+    }
+
+    #[test]
+    fn a_header_cut_short_is_truncated_even_when_its_bytes_are_zero() {
+        // A record whose crc begins with zero bytes, split by a read after
+        // them, must wait for the rest, not read as unwritten space.
+        for cut in 1..RECORD_HEADER_BYTES {
+            assert!(
+                matches!(decode(&vec![0u8; cut]), Err(DecodeError::Truncated { .. })),
+                "{cut} zero bytes"
+            );
+        }
+        assert_eq!(
+            decode(&[0u8; RECORD_HEADER_BYTES]).unwrap_err(),
+            DecodeError::ZeroHeader
+        );
     }
 }

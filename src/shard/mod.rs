@@ -217,6 +217,19 @@ impl Progress {
     }
 }
 
+/// Marks the shard ended and wakes every waiter, whatever it waits for,
+/// when the shard's thread ends: by returning, or by a panic.
+struct Ended(Arc<Progress>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::SeqCst);
+        // A poisoned lock still wakes: the waiters only need the notify.
+        let _guard = self.0.lock.lock();
+        self.0.changed.notify_all();
+    }
+}
+
 /// Publishes the watermarks, then tells the caller's listener.
 struct Publishing<L> {
     progress: Arc<Progress>,
@@ -269,18 +282,19 @@ impl Shard {
             ready: Some(ready_tx),
             inner: listener,
         };
+        if let Some(SinkConfig::Tcp(tcp)) = &config.sink {
+            crate::protocol::validate_source(&tcp.source)
+                .map_err(|e| Error::Shard(ShardError::Source(e)))?;
+        }
         let has_sink = config.sink.is_some();
         let shard = config.shard;
-        let on_exit = progress.clone();
+        let on_exit = Ended(progress.clone());
         let thread = std::thread::Builder::new()
             .name(format!("ringship-shard-{shard}"))
             .spawn(move || {
-                let report = runner::run(&config, receiver, &mut listener);
-                on_exit.ended.store(true, Ordering::SeqCst);
-                // Wake every waiter, whatever it waits for.
-                let _guard = on_exit.lock.lock().expect("not poisoned");
-                on_exit.changed.notify_all();
-                report
+                // Dropped when the thread ends, by returning or by a panic.
+                let _on_exit = on_exit;
+                runner::run(&config, receiver, &mut listener)
             })
             .map_err(|e| Error::Shard(ShardError::Thread(e)))?;
         match ready_rx.recv() {
@@ -351,7 +365,9 @@ impl ShardHandle {
     }
 
     /// Appends records in order, handing them over a batch at a time;
-    /// the ticket is the last one's (`None` if there were none).
+    /// the ticket is the last one's (`None` if there were none). A payload
+    /// over the maximum record fails the call; the records before it are
+    /// appended.
     pub fn append_all<'a>(
         &mut self,
         payloads: impl IntoIterator<Item = &'a [u8]>,
@@ -360,7 +376,14 @@ impl ShardHandle {
         let mut batch: Option<Batch> = None;
         let mut any = false;
         for payload in payloads {
-            frame::check_payload(payload)?;
+            if let Err(e) = frame::check_payload(payload) {
+                // The records before it are handed over (a batch taken
+                // from the pool must go back to it); the call fails.
+                if let Some(b) = batch {
+                    sender.send(b)?;
+                }
+                return Err(e.into());
+            }
             if batch.as_ref().is_some_and(|b| !b.has_room(payload.len())) {
                 sender.send(batch.take().expect("checked"))?;
             }

@@ -69,6 +69,8 @@ pub enum ShardError {
     SinkSetup(std::io::Error),
     #[error("creating the inbox: {0}")]
     Inbox(std::io::Error),
+    #[error("the sink's source name: {0}")]
+    Source(crate::protocol::ProtocolError),
     #[error("starting the shard's thread: {0}")]
     Thread(std::io::Error),
     #[error(
@@ -220,6 +222,9 @@ fn set_up_buffers(
     if sizes.is_empty() {
         return Ok(());
     }
+    // Where the sink's buffers were registered: after the WAL's, or first
+    // when the WAL's could not be had.
+    let mut sink_first = if direct { wal_sizes.len() } else { 0 };
     match ring.register_fixed_buffers(&sizes) {
         Ok(()) => {}
         Err(e) if direct && e.kind() == std::io::ErrorKind::OutOfMemory => {
@@ -228,6 +233,7 @@ fn set_up_buffers(
                 sizes.iter().sum::<usize>() >> 20
             ));
             direct = false;
+            sink_first = 0;
             if !sink_sizes.is_empty() {
                 ring.register_fixed_buffers(&sink_sizes)
                     .map_err(ShardError::Register)?;
@@ -236,13 +242,13 @@ fn set_up_buffers(
         Err(e) => return Err(ShardError::Register(e)),
     }
     if direct && !wal.enable_direct(ring, 0)? {
+        // Its registered buffers stay unused.
         fallback("the filesystem refuses O_DIRECT");
-        direct = false;
     }
     if let Some(sink) = sink
         && !sink_sizes.is_empty()
     {
-        sink.attach_fixed(if direct { wal_sizes.len() } else { 0 });
+        sink.attach_fixed(sink_first);
     }
     Ok(())
 }
