@@ -216,6 +216,11 @@ pub const ACK_SEND_TIMEOUT_MS: u64 = HANDSHAKE_TIMEOUT_MS;
 /// peer is a service, and belongs under a supervisor, not a timeout.
 pub const ACK_TIMEOUT_S_MAX: f64 = 86_400.0;
 
+/// How often the watermarks beside a WAL are written out, at most (by a
+/// background thread, off the data path). They trail the real ones by up
+/// to this; recovery only ever holds a WAL to what they say.
+pub const WATERMARKS_PERSIST_INTERVAL_MS: u64 = 1_000;
+
 /// How long either side waits for the other's half of the handshake.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 

@@ -5,26 +5,117 @@
 //!
 //! ```text
 //!  offset  size  field
-//!  0       4     crc32c        Castagnoli CRC over bytes 4 .. 24 + len
-//!  4       4     len           payload length in bytes, <= RECORD_PAYLOAD_BYTES_MAX
+//!  0       4     crc32c        Castagnoli CRC, seeded with the segment's salt
+//!                              (see below), over bytes 4 .. 24 + len
+//!  4       4     len_kind      bits 0..24: payload length, <= RECORD_PAYLOAD_BYTES_MAX
+//!                              bits 24..28: kind (0 data, 1 checkpoint, 2 seal)
+//!                              bit 28: continued (the payload goes on in the next record)
+//!                              bits 29..32: zero
 //!  8       8     seq           sequence number, SEQ_FIRST.. per shard, no gaps
 //!  16      8     append_ts_ns  CLOCK_REALTIME ns when the record was accepted
 //!  24      len   payload       opaque bytes: NUL, CR, invalid UTF-8 pass through
 //! ```
 //!
 //! Records are packed back to back with no padding. The crc covers the length,
-//! seq and timestamp as well as the payload, so a torn or shifted header never
-//! passes. A header of 24 zero bytes is never valid (seq 0 is never used and
-//! the crc of zeros is not zero): it marks preallocated space that was never
-//! written, which recovery treats differently from a damaged record.
+//! kind, seq and timestamp as well as the payload, so a torn or shifted header
+//! never passes. A header of 24 zero bytes is never valid (seq 0 is never used
+//! and the crc of zeros is not zero): it marks preallocated space that was
+//! never written, which recovery treats differently from a damaged record.
+//!
+//! **Kinds.** A payload is at most 1 MiB, which takes 21 bits, so the kind and
+//! the continuation flag live in the length field's spare high bits rather
+//! than in a new, longer header: every record keeps its 24 bytes, and a
+//! version-1 record (whose high bits are zero) reads as a data record. A
+//! control record (a source position checkpoint, a seal) takes a seq like any
+//! other, so ordering, acks and resume cover it. A line longer than the
+//! maximum record can be stored as pieces, each but the last marked
+//! continued; readers join them.
+//!
+//! **Salt.** Version-2 segments carry a random 64-bit salt in their header,
+//! and every record's crc is seeded with it ([`Seed::of_salt`]): the stale
+//! bytes of a reused segment can never read back as records of its new
+//! life. Version-1 segments have no salt (seed 0: a plain crc32c).
 
 use crate::constants::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEQ_FIRST};
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A record appended by a producer: a line, an event. The default.
+    #[default]
+    Data,
+    /// A source's position (a followed file's offset), so a restart
+    /// resumes reading where the records end.
+    Checkpoint,
+    /// A seal: "synced through N, digest D".
+    Seal,
+}
+
+impl Kind {
+    fn bits(self) -> u32 {
+        match self {
+            Kind::Data => 0,
+            Kind::Checkpoint => 1,
+            Kind::Seal => 2,
+        }
+    }
+
+    fn from_bits(bits: u32) -> Option<Kind> {
+        Some(match bits {
+            0 => Kind::Data,
+            1 => Kind::Checkpoint,
+            2 => Kind::Seal,
+            _ => return None,
+        })
+    }
+}
+
+/// The kind of a frame on the wire that is not a record (its seq is 0):
+/// see `protocol.rs`. Never in a segment.
+pub const WIRE_FRAME_KIND_BITS: u32 = 0xE;
+
+/// Bits of the length field that hold the payload length.
+const LEN_MASK: u32 = 0x00FF_FFFF;
+const KIND_SHIFT: u32 = 24;
+const KIND_MASK: u32 = 0xF;
+const CONTINUED_BIT: u32 = 1 << 28;
+/// Bits that must be zero.
+const RESERVED_MASK: u32 = 0xE000_0000;
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX as u32 <= LEN_MASK);
+
+/// The crc seed of a segment: 0 for version 1 (no salt), else derived from
+/// the segment's salt, so that the crc of every record covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seed(pub u32);
+
+impl Seed {
+    /// No salt: version-1 segments, and frames on the wire.
+    pub const NONE: Seed = Seed(0);
+
+    /// The seed of a segment with `salt` (0: no salt).
+    pub fn of_salt(salt: u64) -> Seed {
+        if salt == 0 {
+            Seed::NONE
+        } else {
+            Seed(crc32c::crc32c(&salt.to_le_bytes()))
+        }
+    }
+
+    fn crc(self, bytes: &[u8]) -> u32 {
+        crc32c::crc32c_append(self.0, bytes)
+    }
+}
 
 /// A decoded record borrowing its payload from the buffer it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     pub seq: u64,
     pub append_ts_ns: u64,
+    pub kind: Kind,
+    /// The payload goes on in the next record (a line split at the maximum
+    /// record size).
+    pub continued: bool,
     pub payload: &'a [u8],
 }
 
@@ -56,9 +147,13 @@ pub enum DecodeError {
     /// The stored crc does not match the bytes.
     #[error("crc32c mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     BadCrc { stored: u32, computed: u32 },
-    /// Seq 0 is reserved for "nothing".
+    /// Seq 0 is reserved for "nothing" (and for frames on the wire that are
+    /// not records).
     #[error("seq 0 is reserved")]
     ZeroSeq,
+    /// The kind bits name no kind this build knows, or reserved bits are set.
+    #[error("unknown record kind {bits:#x} in the length field")]
+    UnknownKind { bits: u32 },
 }
 
 /// A payload that cannot become a record.
@@ -85,12 +180,37 @@ pub fn check_payload(payload: &[u8]) -> Result<(), TooLarge> {
     Ok(())
 }
 
-/// Appends one encoded record to `out`.
+/// What is stamped on a record besides its seq and payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub append_ts_ns: u64,
+    pub kind: Kind,
+    pub continued: bool,
+    /// The segment's crc seed.
+    pub seed: Seed,
+}
+
+impl Stamp {
+    /// A data record at `append_ts_ns` in a segment without salt.
+    pub fn data(append_ts_ns: u64) -> Stamp {
+        Stamp {
+            append_ts_ns,
+            ..Stamp::default()
+        }
+    }
+}
+
+/// Appends one encoded data record, unsalted, to `out` (tests and tools).
 ///
 /// The caller must have checked the payload with `check_payload` and must
 /// have reserved room: this never grows `out` (asserted), because the WAL's
 /// commit buffers are allocated once at start-up.
 pub fn encode_into(out: &mut Vec<u8>, seq: u64, append_ts_ns: u64, payload: &[u8]) {
+    encode_stamped_into(out, seq, Stamp::data(append_ts_ns), payload);
+}
+
+/// Appends one encoded record to `out`; same contract as [`encode_into`].
+pub fn encode_stamped_into(out: &mut Vec<u8>, seq: u64, stamp: Stamp, payload: &[u8]) {
     assert!(seq >= SEQ_FIRST, "seq {seq} is reserved");
     assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
     let capacity = out.capacity();
@@ -101,31 +221,49 @@ pub fn encode_into(out: &mut Vec<u8>, seq: u64, append_ts_ns: u64, payload: &[u8
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
     out.extend_from_slice(payload);
-    seal(&mut out[start..], seq, append_ts_ns);
+    seal(&mut out[start..], seq, stamp);
     debug_assert_eq!(out.capacity(), capacity);
 }
 
 /// Encodes one record at the start of `out` (a registered O_DIRECT commit
 /// buffer) and returns the bytes it occupies. Same contract as
 /// [`encode_into`]; `out` must have room (asserted).
-pub fn encode_at(out: &mut [u8], seq: u64, append_ts_ns: u64, payload: &[u8]) -> usize {
+pub fn encode_at(out: &mut [u8], seq: u64, stamp: Stamp, payload: &[u8]) -> usize {
     assert!(seq >= SEQ_FIRST, "seq {seq} is reserved");
     assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
     let len = encoded_len_bytes(payload.len());
     let record = &mut out[..len];
     record[RECORD_HEADER_BYTES..].copy_from_slice(payload);
-    seal(record, seq, append_ts_ns);
+    seal(record, seq, stamp);
     len
 }
 
+/// Encodes a frame for the wire that is not a record: seq 0, no salt, the
+/// given kind bits. See `protocol.rs`.
+pub fn encode_wire_frame(kind_bits: u32, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX && kind_bits <= KIND_MASK);
+    let mut frame = vec![0u8; encoded_len_bytes(payload.len())];
+    frame[RECORD_HEADER_BYTES..].copy_from_slice(payload);
+    let len_kind = payload.len() as u32 | kind_bits << KIND_SHIFT;
+    frame[4..8].copy_from_slice(&len_kind.to_le_bytes());
+    let crc = Seed::NONE.crc(&frame[4..]);
+    frame[..4].copy_from_slice(&crc.to_le_bytes());
+    frame
+}
+
 /// Fills in the header of `record`, whose payload is already in place
-/// after it: length, seq and timestamp, then the crc32c over all of it.
-fn seal(record: &mut [u8], seq: u64, append_ts_ns: u64) {
+/// after it: length and kind, seq and timestamp, then the seeded crc32c over
+/// all of it.
+fn seal(record: &mut [u8], seq: u64, stamp: Stamp) {
     let payload_len = (record.len() - RECORD_HEADER_BYTES) as u32;
-    record[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    let mut len_kind = payload_len | stamp.kind.bits() << KIND_SHIFT;
+    if stamp.continued {
+        len_kind |= CONTINUED_BIT;
+    }
+    record[4..8].copy_from_slice(&len_kind.to_le_bytes());
     record[8..16].copy_from_slice(&seq.to_le_bytes());
-    record[16..24].copy_from_slice(&append_ts_ns.to_le_bytes());
-    let crc = crc32c::crc32c(&record[4..]);
+    record[16..24].copy_from_slice(&stamp.append_ts_ns.to_le_bytes());
+    let crc = stamp.seed.crc(&record[4..]);
     record[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -133,7 +271,10 @@ fn seal(record: &mut [u8], seq: u64, append_ts_ns: u64) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub crc: u32,
+    /// The payload length (the length field's low 24 bits).
     pub len_bytes: usize,
+    /// The length field's high 8 bits: kind, continuation, reserved.
+    pub kind_bits: u32,
     pub seq: u64,
     pub append_ts_ns: u64,
 }
@@ -145,9 +286,11 @@ impl Header {
         let h = buf.get(..RECORD_HEADER_BYTES)?;
         let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+        let len_kind = u32_at(4);
         Some(Header {
             crc: u32_at(0),
-            len_bytes: u32_at(4) as usize,
+            len_bytes: (len_kind & LEN_MASK) as usize,
+            kind_bits: len_kind >> KIND_SHIFT,
             seq: u64_at(8),
             append_ts_ns: u64_at(16),
         })
@@ -157,6 +300,11 @@ impl Header {
     pub fn record_len_bytes(&self) -> usize {
         encoded_len_bytes(self.len_bytes)
     }
+
+    /// The kind bits alone (without the continuation flag).
+    pub fn kind_code(&self) -> u32 {
+        self.kind_bits & KIND_MASK
+    }
 }
 
 /// Decodes the record at the start of `buf`, verifying its crc.
@@ -165,7 +313,12 @@ impl Header {
 /// compared with the maximum before it is used to slice, and nothing is
 /// allocated. Returns the record and the bytes it occupies.
 pub fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
-    decode_checked(buf, Check::Verify)
+    decode_checked(buf, Check::Verify, Seed::NONE)
+}
+
+/// Like [`decode`], for a record of a segment whose crc seed is `seed`.
+pub fn decode_seeded(buf: &[u8], seed: Seed) -> Result<(RecordRef<'_>, usize), DecodeError> {
+    decode_checked(buf, Check::Verify, seed)
 }
 
 /// What a [`Records`] walk checks of each record.
@@ -178,7 +331,11 @@ pub enum Check {
     Trust,
 }
 
-fn decode_checked(buf: &[u8], check: Check) -> Result<(RecordRef<'_>, usize), DecodeError> {
+fn decode_checked(
+    buf: &[u8],
+    check: Check,
+    seed: Seed,
+) -> Result<(RecordRef<'_>, usize), DecodeError> {
     // Fewer bytes than a header are a truncation even when they are zeros:
     // a record's crc may start with zero bytes, and the rest of it may be
     // in the next read. Only a whole zero header marks unwritten space.
@@ -204,7 +361,7 @@ fn decode_checked(buf: &[u8], check: Check) -> Result<(RecordRef<'_>, usize), De
         });
     }
     if check == Check::Verify {
-        let computed = crc32c::crc32c(&buf[4..total]);
+        let computed = seed.crc(&buf[4..total]);
         if computed != header.crc {
             return Err(DecodeError::BadCrc {
                 stored: header.crc,
@@ -215,10 +372,17 @@ fn decode_checked(buf: &[u8], check: Check) -> Result<(RecordRef<'_>, usize), De
     if header.seq == 0 {
         return Err(DecodeError::ZeroSeq);
     }
+    let kind = Kind::from_bits(header.kind_code())
+        .filter(|_| header.kind_bits << KIND_SHIFT & RESERVED_MASK == 0)
+        .ok_or(DecodeError::UnknownKind {
+            bits: header.kind_bits,
+        })?;
     Ok((
         RecordRef {
             seq: header.seq,
             append_ts_ns: header.append_ts_ns,
+            kind,
+            continued: header.kind_bits << KIND_SHIFT & CONTINUED_BIT != 0,
             payload: &buf[RECORD_HEADER_BYTES..total],
         },
         total,
@@ -238,16 +402,24 @@ pub struct Records<'a> {
     buf: &'a [u8],
     at: usize,
     check: Check,
+    seed: Seed,
     ended: bool,
 }
 
 impl<'a> Records<'a> {
-    /// A walk that verifies every record's bounds and crc32c.
+    /// A walk that verifies every record's bounds and (unsalted) crc32c.
     pub fn verified(buf: &'a [u8]) -> Records<'a> {
+        Records::verified_seeded(buf, Seed::NONE)
+    }
+
+    /// A walk that verifies every record's bounds and crc32c, seeded with
+    /// its segment's salt.
+    pub fn verified_seeded(buf: &'a [u8], seed: Seed) -> Records<'a> {
         Records {
             buf,
             at: 0,
             check: Check::Verify,
+            seed,
             ended: false,
         }
     }
@@ -279,7 +451,7 @@ impl<'a> Iterator for Records<'a> {
         if self.ended || self.at == self.buf.len() {
             return None;
         }
-        match decode_checked(&self.buf[self.at..], self.check) {
+        match decode_checked(&self.buf[self.at..], self.check, self.seed) {
             Ok((record, used)) => {
                 self.at += used;
                 Some(Ok(record))
@@ -328,7 +500,7 @@ mod tests {
     fn encode_at_writes_the_same_bytes_as_encode_into() {
         let payload = b"direct";
         let mut slab = [0xeeu8; 64];
-        let used = encode_at(&mut slab[3..], 9, 5, payload);
+        let used = encode_at(&mut slab[3..], 9, Stamp::data(5), payload);
         assert_eq!(&slab[3..3 + used], encode(9, 5, payload).as_slice());
         assert!(
             slab[3 + used..].iter().all(|&b| b == 0xee),

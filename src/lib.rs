@@ -98,7 +98,8 @@ pub mod internals {
 
     pub mod frame {
         pub use crate::frame::{
-            DecodeError, RecordRef, Records, decode, encode_into, encoded_len_bytes, now_ns,
+            DecodeError, Kind, RecordRef, Records, Seed, Stamp, decode, decode_seeded, encode_into,
+            encode_stamped_into, encoded_len_bytes, now_ns,
         };
     }
 
@@ -108,13 +109,21 @@ pub mod internals {
 
     pub mod protocol {
         pub use crate::protocol::{
-            ACK_BYTES, HELLO_BYTES, Hello, WELCOME_BYTES, WelcomeStatus, decode_ack,
-            decode_welcome, encode_abort,
+            ACK_BYTES, HELLO_BYTES, HELLO_V2_BYTES, Hello, WELCOME_BYTES, WELCOME_V2_BYTES,
+            WelcomeStatus, decode_ack, decode_welcome, encode_abort, encode_segment_frame,
         };
     }
 
     pub mod wal {
-        pub use crate::wal::{Durability, WalWriter};
+        pub use crate::wal::{Durability, WalError, WalWriter};
+
+        pub mod lock {
+            pub use crate::wal::lock::{DirLock, LockError};
+        }
+
+        pub mod watermarks {
+            pub use crate::wal::watermarks::{Recorded, read, write};
+        }
 
         pub mod recovery {
             pub use crate::wal::recovery::{RecoveryError, ShardScan, scan_shard};
@@ -122,7 +131,7 @@ pub mod internals {
 
         pub mod segment {
             pub use crate::wal::segment::{
-                SegmentHeader, create_segment, segment_file_name, shard_dir,
+                SegmentHeader, WalId, create_segment, segment_file_name, shard_dir,
             };
         }
     }

@@ -3,31 +3,48 @@
 //! message but the data stream has a fixed size, so nothing is allocated on
 //! a length read off the wire.
 //!
+//! Version 2, which this build speaks; a version-2 receiver also serves a
+//! version-1 shipper (see below).
+//!
 //! ```text
-//! shipper → receiver  Hello, HELLO_BYTES = 84
+//! shipper → receiver  Hello, HELLO_V2_BYTES = 104 (version 1: the first 84)
 //!   0   8   magic          b"RSHIPNET"
-//!   8   2   version        PROTOCOL_VERSION
-//!   10  2   capabilities   0 (none defined yet; unknown bits are refused)
+//!   8   2   version        2
+//!   10  2   capabilities   CAP_* bits; unknown bits are refused
 //!   12  4   shard          < SHARDS_MAX
 //!   16  1   source_len     1 ..= SOURCE_NAME_BYTES_MAX
 //!   17  64  source         [A-Za-z0-9._-], zero padded (not "." or "..")
 //!   81  3   zero
+//!   84  16  wal_id         the shipper's WAL id (see wal/segment.rs)
+//!   100 4   zero
 //!
-//! receiver → shipper  Welcome, WELCOME_BYTES = 24
+//! receiver → shipper  Welcome, WELCOME_V2_BYTES = 40 (version 1: the first 24)
 //!   0   8   magic          b"RSHIPWLC"
-//!   8   2   version
+//!   8   2   version        2 (1 when answering a version-1 hello)
 //!   10  2   status         0 ok; else a WelcomeStatus, and the receiver closes
-//!   12  4   zero
+//!   12  2   capabilities   the receiver's CAP_* bits (version 2)
+//!   14  2   zero
 //!   16  8   durable_seq    the last seq the receiver holds durably for
 //!                          (source, shard); 0 for none
+//!   24  16  wal_id         the WAL id the receiver holds (source, shard) under;
+//!                          0 for none (version 2)
 //!
 //! shipper → receiver  Data: WAL records back to back, byte for byte as in the
 //!   segments (see frame.rs), starting at durable_seq + 1 with no gap. The
 //!   receiver checks each record's length bound before reading it, its
-//!   crc32c, and that its seq is exactly the previous one + 1.
+//!   crc32c (seeded with its segment's salt), and that its seq is exactly
+//!   the previous one + 1.
 //!
-//! shipper → receiver  Abort: a frame in the data stream with seq 0 (which no
-//!   record has) and a valid crc; its payload (at most ABORT_REASON_BYTES_MAX)
+//! shipper → receiver  Segment (version 2): a frame in the data stream with
+//!   seq 0, kind WIRE_FRAME_KIND_BITS, no salt, and a 16-byte payload
+//!   { salt: u64, first_seq: u64 }: the records that follow come from a
+//!   segment with this salt. It precedes the first record sent from each
+//!   segment; the receiver stores those records, unchanged, in a segment of
+//!   its own with the same salt, so that the replica's bytes are the
+//!   source's.
+//!
+//! shipper → receiver  Abort: a frame in the data stream with seq 0, kind 0
+//!   and a valid unsalted crc; its payload (at most ABORT_REASON_BYTES_MAX)
 //!   says why the shipper gives up, e.g. retention deleted what the receiver
 //!   asked for. The receiver logs it and closes, so both sides say so.
 //!
@@ -36,16 +53,38 @@
 //!   4   4   zero
 //!   8   8   durable_seq    every record up to here is durable at the receiver
 //! ```
+//!
+//! **Versions.** A version-2 receiver answers a version-1 hello with a
+//! version-1 welcome and takes version-1 data: records without kinds or
+//! salts, and no WAL id to check. A version-1 receiver answers a version-2
+//! hello with a version-1 welcome of status VersionMismatch, and the
+//! version-2 shipper stops, naming both versions: it cannot send its salted
+//! segments to a receiver that cannot verify them.
 
 use crate::constants::{SHARDS_MAX, SOURCE_NAME_BYTES_MAX};
 
 pub const HELLO_MAGIC: [u8; 8] = *b"RSHIPNET";
 pub const WELCOME_MAGIC: [u8; 8] = *b"RSHIPWLC";
 pub const ACK_MAGIC: [u8; 4] = *b"RACK";
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// A version-1 hello, and the part every hello starts with.
 pub const HELLO_BYTES: usize = 84;
+pub const HELLO_V2_BYTES: usize = 104;
+/// A version-1 welcome, and the part every welcome starts with.
 pub const WELCOME_BYTES: usize = 24;
+pub const WELCOME_V2_BYTES: usize = 40;
 pub const ACK_BYTES: usize = 16;
+
+/// Capability: record kinds (control records may follow in the stream).
+pub const CAP_RECORD_KINDS: u16 = 1 << 0;
+/// Capability: salted segments, announced by Segment frames.
+pub const CAP_SALTED_SEGMENTS: u16 = 1 << 1;
+/// What this build supports.
+pub const CAPABILITIES: u16 = CAP_RECORD_KINDS | CAP_SALTED_SEGMENTS;
+
+/// A Segment frame's payload: salt, first seq.
+pub const SEGMENT_FRAME_PAYLOAD_BYTES: usize = 16;
 
 /// Why a receiver turned a shipper away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +98,9 @@ pub enum WelcomeStatus {
     Busy = 3,
     /// The receiver could not open its copy of the WAL.
     StorageError = 4,
+    /// The receiver holds this (source, shard) under another WAL id: two
+    /// WALs claim one source. The welcome names the id it holds.
+    OtherWal = 5,
 }
 
 impl WelcomeStatus {
@@ -69,6 +111,7 @@ impl WelcomeStatus {
             2 => WelcomeStatus::VersionMismatch,
             3 => WelcomeStatus::Busy,
             4 => WelcomeStatus::StorageError,
+            5 => WelcomeStatus::OtherWal,
             _ => return None,
         })
     }
@@ -82,11 +125,13 @@ pub enum ProtocolError {
         message: &'static str,
         peer: &'static str,
     },
-    #[error("protocol error: the {peer} speaks protocol version {theirs}, this side {ours}")]
+    #[error("the {peer} speaks protocol version {theirs}, this {us} version {ours}{hint}")]
     Version {
         peer: &'static str,
+        us: &'static str,
         theirs: u16,
         ours: u16,
+        hint: &'static str,
     },
     #[error("protocol error: unknown capabilities {0:#06x}")]
     Capabilities(u16),
@@ -102,6 +147,17 @@ pub enum ProtocolError {
     SourceName(String),
     #[error("the receiver refused the connection: {0:?}")]
     Refused(WelcomeStatus),
+    #[error(
+        "the receiver holds this source and shard under WAL {theirs}, but this WAL is {ours}: \
+         two WALs claim the same source. Nothing was sent; give this WAL another --source, or \
+         move the receiver's copy aside (see docs/operating.md)"
+    )]
+    OtherWal {
+        theirs: crate::wal::segment::WalId,
+        ours: crate::wal::segment::WalId,
+    },
+    #[error("protocol error: a Segment frame of {0} bytes (it has 16)")]
+    SegmentFrame(usize),
     #[error("protocol error: unknown welcome status {0}")]
     UnknownStatus(u16),
     #[error("protocol error: bad ack")]
@@ -113,6 +169,8 @@ pub enum ProtocolError {
         seq: u64,
         source: crate::frame::DecodeError,
     },
+    #[error("protocol error: record seq {seq} came before any Segment frame")]
+    NoSegmentFrame { seq: u64 },
     #[error("protocol error: record seq {got} where seq {expected} was expected")]
     Seq { got: u64, expected: u64 },
 }
@@ -136,45 +194,95 @@ pub fn validate_source(name: &str) -> Result<(), ProtocolError> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
+    /// 1 or 2.
+    pub version: u16,
+    pub capabilities: u16,
     pub source: String,
     pub shard: u32,
+    /// The shipper's WAL id (none from a version-1 shipper).
+    pub wal_id: crate::wal::segment::WalId,
 }
 
 impl Hello {
-    pub fn encode(&self) -> [u8; HELLO_BYTES] {
+    /// A version-2 hello from the WAL `wal_id`.
+    pub fn new(source: String, shard: u32, wal_id: crate::wal::segment::WalId) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            capabilities: CAPABILITIES,
+            source,
+            shard,
+            wal_id,
+        }
+    }
+
+    /// The bytes of the hello (104 for version 2, 84 for version 1).
+    pub fn encode(&self) -> Vec<u8> {
         validate_source(&self.source).expect("callers validate the source first");
         assert!(self.shard < SHARDS_MAX);
-        let mut b = [0u8; HELLO_BYTES];
+        let mut b = vec![
+            0u8;
+            if self.version >= 2 {
+                HELLO_V2_BYTES
+            } else {
+                HELLO_BYTES
+            }
+        ];
         b[0..8].copy_from_slice(&HELLO_MAGIC);
-        b[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10..12].copy_from_slice(&self.capabilities.to_le_bytes());
         b[12..16].copy_from_slice(&self.shard.to_le_bytes());
         b[16] = self.source.len() as u8;
         b[17..17 + self.source.len()].copy_from_slice(self.source.as_bytes());
+        if self.version >= 2 {
+            b[84..100].copy_from_slice(&self.wal_id.0.to_le_bytes());
+        }
         b
     }
 
-    /// Decodes and checks a Hello; the error names the first thing wrong.
-    pub fn decode(b: &[u8; HELLO_BYTES]) -> Result<Hello, (WelcomeStatus, ProtocolError)> {
-        let bad = |e: ProtocolError| (WelcomeStatus::BadHello, e);
-        if b[0..8] != HELLO_MAGIC {
-            return Err(bad(ProtocolError::BadMagic {
-                message: "hello",
-                peer: "shipper",
-            }));
-        }
-        let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != PROTOCOL_VERSION {
+    /// The version a hello starting with `prefix` (its first HELLO_BYTES)
+    /// claims, and how many more bytes it has: 0 for version 1, 20 for 2.
+    /// Any other version is refused, naming both.
+    pub fn rest_bytes(prefix: &[u8; HELLO_BYTES]) -> Result<usize, (WelcomeStatus, ProtocolError)> {
+        if prefix[0..8] != HELLO_MAGIC {
             return Err((
-                WelcomeStatus::VersionMismatch,
-                ProtocolError::Version {
+                WelcomeStatus::BadHello,
+                ProtocolError::BadMagic {
+                    message: "hello",
                     peer: "shipper",
-                    theirs: version,
-                    ours: PROTOCOL_VERSION,
                 },
             ));
         }
+        match u16::from_le_bytes([prefix[8], prefix[9]]) {
+            1 => Ok(0),
+            2 => Ok(HELLO_V2_BYTES - HELLO_BYTES),
+            theirs => Err((
+                WelcomeStatus::VersionMismatch,
+                ProtocolError::Version {
+                    peer: "shipper",
+                    us: "receiver",
+                    theirs,
+                    ours: PROTOCOL_VERSION,
+                    hint: " (it reads versions 1 and 2)",
+                },
+            )),
+        }
+    }
+
+    /// Decodes and checks a whole hello (version 1 or 2); the error names
+    /// the first thing wrong.
+    pub fn decode(b: &[u8]) -> Result<Hello, (WelcomeStatus, ProtocolError)> {
+        let bad = |e: ProtocolError| (WelcomeStatus::BadHello, e);
+        let prefix: &[u8; HELLO_BYTES] = b
+            .get(..HELLO_BYTES)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(bad(ProtocolError::Padding))?;
+        let rest = Hello::rest_bytes(prefix)?;
+        if b.len() != HELLO_BYTES + rest {
+            return Err(bad(ProtocolError::Padding));
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
         let capabilities = u16::from_le_bytes([b[10], b[11]]);
-        if capabilities != 0 {
+        if version == 1 && capabilities != 0 || capabilities & !CAPABILITIES != 0 {
             return Err(bad(ProtocolError::Capabilities(capabilities)));
         }
         let shard = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
@@ -185,49 +293,148 @@ impl Hello {
         if len == 0 || len > SOURCE_NAME_BYTES_MAX {
             return Err(bad(ProtocolError::SourceLength(len)));
         }
-        if b[17 + len..].iter().any(|&x| x != 0) {
+        if b[17 + len..HELLO_BYTES].iter().any(|&x| x != 0)
+            || b.get(100..).is_some_and(|z| z.iter().any(|&x| x != 0))
+        {
             return Err(bad(ProtocolError::Padding));
         }
         let source = String::from_utf8_lossy(&b[17..17 + len]);
         validate_source(&source).map_err(bad)?;
+        let wal_id = if version >= 2 {
+            crate::wal::segment::WalId(u128::from_le_bytes(
+                b[84..100].try_into().expect("16 bytes"),
+            ))
+        } else {
+            crate::wal::segment::WalId::default()
+        };
         Ok(Hello {
+            version,
+            capabilities,
             source: source.to_string(),
             shard,
+            wal_id,
         })
     }
 }
 
-pub fn encode_welcome(status: WelcomeStatus, durable_seq: u64) -> [u8; WELCOME_BYTES] {
-    let mut b = [0u8; WELCOME_BYTES];
+/// What a welcome says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Welcome {
+    pub version: u16,
+    pub status: WelcomeStatus,
+    pub capabilities: u16,
+    pub durable_seq: u64,
+    /// The WAL id the receiver holds the (source, shard) under (none: a new
+    /// copy, or a version-1 welcome).
+    pub wal_id: crate::wal::segment::WalId,
+}
+
+/// Encodes a welcome in `version` (that of the hello it answers).
+pub fn encode_welcome(welcome: &Welcome) -> Vec<u8> {
+    let mut b = vec![
+        0u8;
+        if welcome.version >= 2 {
+            WELCOME_V2_BYTES
+        } else {
+            WELCOME_BYTES
+        }
+    ];
     b[0..8].copy_from_slice(&WELCOME_MAGIC);
-    b[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    b[10..12].copy_from_slice(&(status as u16).to_le_bytes());
-    b[16..24].copy_from_slice(&durable_seq.to_le_bytes());
+    b[8..10].copy_from_slice(&welcome.version.to_le_bytes());
+    b[10..12].copy_from_slice(&(welcome.status as u16).to_le_bytes());
+    b[16..24].copy_from_slice(&welcome.durable_seq.to_le_bytes());
+    if welcome.version >= 2 {
+        b[12..14].copy_from_slice(&welcome.capabilities.to_le_bytes());
+        b[24..40].copy_from_slice(&welcome.wal_id.0.to_le_bytes());
+    }
     b
 }
 
-/// Decodes a Welcome: the receiver's durable seq, or why it refused.
-pub fn decode_welcome(b: &[u8; WELCOME_BYTES]) -> Result<u64, ProtocolError> {
-    if b[0..8] != WELCOME_MAGIC {
+/// A welcome's version, from its first WELCOME_BYTES: how many more bytes
+/// follow (0 for version 1, 16 for 2).
+pub fn welcome_rest_bytes(prefix: &[u8; WELCOME_BYTES]) -> Result<usize, ProtocolError> {
+    if prefix[0..8] != WELCOME_MAGIC {
+        return Err(ProtocolError::BadMagic {
+            message: "welcome",
+            peer: "receiver",
+        });
+    }
+    Ok(match u16::from_le_bytes([prefix[8], prefix[9]]) {
+        2 => WELCOME_V2_BYTES - WELCOME_BYTES,
+        _ => 0,
+    })
+}
+
+/// Decodes a welcome (version 1 or 2).
+pub fn decode_welcome(b: &[u8]) -> Result<Welcome, ProtocolError> {
+    if b.len() < WELCOME_BYTES || b[0..8] != WELCOME_MAGIC {
         return Err(ProtocolError::BadMagic {
             message: "welcome",
             peer: "receiver",
         });
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
-    if version != PROTOCOL_VERSION {
-        return Err(ProtocolError::Version {
+    let raw_status = u16::from_le_bytes([b[10], b[11]]);
+    let status =
+        WelcomeStatus::from_u16(raw_status).ok_or(ProtocolError::UnknownStatus(raw_status))?;
+    let v2 = version >= 2 && b.len() >= WELCOME_V2_BYTES;
+    Ok(Welcome {
+        version,
+        status,
+        capabilities: if v2 {
+            u16::from_le_bytes([b[12], b[13]])
+        } else {
+            0
+        },
+        durable_seq: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+        wal_id: if v2 {
+            crate::wal::segment::WalId(u128::from_le_bytes(b[24..40].try_into().expect("16 bytes")))
+        } else {
+            crate::wal::segment::WalId::default()
+        },
+    })
+}
+
+/// What a shipper makes of a welcome: the receiver's durable seq, or why
+/// it cannot go on. `ours` is the shipper's WAL id.
+pub fn accept_welcome(
+    welcome: &Welcome,
+    ours: crate::wal::segment::WalId,
+) -> Result<u64, ProtocolError> {
+    match welcome.status {
+        WelcomeStatus::Ok if welcome.version == PROTOCOL_VERSION => Ok(welcome.durable_seq),
+        WelcomeStatus::Ok | WelcomeStatus::VersionMismatch => Err(ProtocolError::Version {
             peer: "receiver",
-            theirs: version,
+            us: "shipper",
+            theirs: welcome.version,
             ours: PROTOCOL_VERSION,
-        });
+            hint: ": it cannot verify this WAL's salted segments, so upgrade the receiver",
+        }),
+        WelcomeStatus::OtherWal => Err(ProtocolError::OtherWal {
+            theirs: welcome.wal_id,
+            ours,
+        }),
+        other => Err(ProtocolError::Refused(other)),
     }
-    let status = u16::from_le_bytes([b[10], b[11]]);
-    match WelcomeStatus::from_u16(status) {
-        Some(WelcomeStatus::Ok) => Ok(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"))),
-        Some(other) => Err(ProtocolError::Refused(other)),
-        None => Err(ProtocolError::UnknownStatus(status)),
+}
+
+/// Encodes a Segment frame (see the module docs).
+pub fn encode_segment_frame(salt: u64, first_seq: u64) -> Vec<u8> {
+    let mut payload = [0u8; SEGMENT_FRAME_PAYLOAD_BYTES];
+    payload[0..8].copy_from_slice(&salt.to_le_bytes());
+    payload[8..16].copy_from_slice(&first_seq.to_le_bytes());
+    crate::frame::encode_wire_frame(crate::frame::WIRE_FRAME_KIND_BITS, &payload)
+}
+
+/// Decodes a Segment frame's payload: (salt, first seq).
+pub fn decode_segment_frame(payload: &[u8]) -> Result<(u64, u64), ProtocolError> {
+    if payload.len() != SEGMENT_FRAME_PAYLOAD_BYTES {
+        return Err(ProtocolError::SegmentFrame(payload.len()));
     }
+    Ok((
+        u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes")),
+    ))
 }
 
 /// Turns on TCP keepalive with ringship's timings (see the constants), so a
@@ -252,12 +459,7 @@ pub fn encode_abort(reason: &str) -> Vec<u8> {
     if reason.len() > ABORT_REASON_BYTES_MAX {
         reason = &reason[..ABORT_REASON_BYTES_MAX];
     }
-    let mut frame = vec![0u8; crate::frame::encoded_len_bytes(reason.len())];
-    frame[4..8].copy_from_slice(&(reason.len() as u32).to_le_bytes());
-    frame[24..].copy_from_slice(reason);
-    let crc = crc32c::crc32c(&frame[4..]);
-    frame[0..4].copy_from_slice(&crc.to_le_bytes());
-    frame
+    crate::frame::encode_wire_frame(0, reason)
 }
 
 pub fn encode_ack(durable_seq: u64) -> [u8; ACK_BYTES] {
@@ -278,22 +480,16 @@ pub fn decode_ack(b: &[u8]) -> Result<u64, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::segment::WalId;
 
     #[test]
     fn hello_round_trips_and_rejects_hostile_names() {
-        let h = Hello {
-            source: "web-01.example_a".into(),
-            shard: 3,
-        };
+        let h = Hello::new("web-01.example_a".into(), 3, WalId(77));
         assert_eq!(Hello::decode(&h.encode()), Ok(h));
         for name in ["..", ".", "a/b", "a\0", "ä", ""] {
             assert!(validate_source(name).is_err(), "{name:?}");
         }
-        let mut b = Hello {
-            source: "ab".into(),
-            shard: 0,
-        }
-        .encode();
+        let mut b = Hello::new("ab".into(), 0, WalId(1)).encode();
         b[17] = b'/';
         assert!(Hello::decode(&b).is_err());
         b[17] = b'a';
@@ -301,13 +497,92 @@ mod tests {
         assert!(Hello::decode(&b).is_err());
     }
 
+    /// A version-1 hello, byte for byte as a version-1 shipper sends it
+    /// (84 bytes, no capabilities, no WAL id), is served.
     #[test]
-    fn welcome_and_ack_round_trip() {
+    fn a_version_1_hello_is_read() {
+        let mut v1 = [0u8; HELLO_BYTES];
+        v1[0..8].copy_from_slice(b"RSHIPNET");
+        v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        v1[12..16].copy_from_slice(&2u32.to_le_bytes());
+        v1[16] = 3;
+        v1[17..20].copy_from_slice(b"old");
+        assert_eq!(Hello::rest_bytes(&v1), Ok(0));
+        let hello = Hello::decode(&v1).unwrap();
         assert_eq!(
-            decode_welcome(&encode_welcome(WelcomeStatus::Ok, 42)),
-            Ok(42)
+            (hello.version, hello.shard, hello.source.as_str()),
+            (1, 2, "old")
         );
-        assert!(decode_welcome(&encode_welcome(WelcomeStatus::Busy, 0)).is_err());
+        assert!(hello.wal_id.is_none());
+        // Answered in version 1: 24 bytes a version-1 shipper can read.
+        let welcome = Welcome {
+            version: 1,
+            status: WelcomeStatus::Ok,
+            capabilities: 0,
+            durable_seq: 9,
+            wal_id: WalId::default(),
+        };
+        let bytes = encode_welcome(&welcome);
+        assert_eq!(bytes.len(), WELCOME_BYTES);
+        assert_eq!(&bytes[8..10], &1u16.to_le_bytes());
+    }
+
+    /// A future version is refused naming both versions.
+    #[test]
+    fn a_hello_from_a_future_version_is_refused_naming_both() {
+        let mut b = Hello::new("x".into(), 0, WalId(1)).encode();
+        b[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let (status, e) = Hello::decode(&b).unwrap_err();
+        assert_eq!(status, WelcomeStatus::VersionMismatch);
+        let text = e.to_string();
+        assert!(
+            text.contains("version 3") && text.contains("version 2"),
+            "{text}"
+        );
+    }
+
+    /// What a version-1 receiver answers a version-2 hello with (it checks
+    /// the version first): the shipper stops, naming both versions.
+    #[test]
+    fn a_version_1_receiver_is_refused_naming_both() {
+        let mut v1 = [0u8; WELCOME_BYTES];
+        v1[0..8].copy_from_slice(b"RSHIPWLC");
+        v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        v1[10..12].copy_from_slice(&(WelcomeStatus::VersionMismatch as u16).to_le_bytes());
+        assert_eq!(welcome_rest_bytes(&v1), Ok(0));
+        let welcome = decode_welcome(&v1).unwrap();
+        let text = accept_welcome(&welcome, WalId(1)).unwrap_err().to_string();
+        assert!(
+            text.contains("version 1") && text.contains("version 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn welcome_segment_frame_and_ack_round_trip() {
+        let w = Welcome {
+            version: 2,
+            status: WelcomeStatus::Ok,
+            capabilities: CAPABILITIES,
+            durable_seq: 42,
+            wal_id: WalId(5),
+        };
+        let decoded = decode_welcome(&encode_welcome(&w)).unwrap();
+        assert_eq!(decoded, w);
+        assert_eq!(accept_welcome(&decoded, WalId(5)), Ok(42));
+        let other = Welcome {
+            status: WelcomeStatus::OtherWal,
+            ..w
+        };
+        assert!(matches!(
+            accept_welcome(&other, WalId(6)),
+            Err(ProtocolError::OtherWal { .. })
+        ));
+        let frame = encode_segment_frame(0xabc, 17);
+        assert_eq!(
+            decode_segment_frame(&frame[crate::constants::RECORD_HEADER_BYTES..]),
+            Ok((0xabc, 17))
+        );
         assert_eq!(decode_ack(&encode_ack(7)), Ok(7));
     }
 }

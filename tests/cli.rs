@@ -195,10 +195,9 @@ fn a_damaged_segment_header_is_reported_as_damaged() {
     assert!(o.status.success());
     let segment = std::fs::read_dir(tmp.path().join("0"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[9] ^= 0xaa; // inside the version field
     std::fs::write(&segment, bytes).unwrap();

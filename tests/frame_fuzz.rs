@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use ringship::constants::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use ringship::internals::frame::{self, DecodeError};
 use ringship::internals::wal::recovery::scan_shard;
-use ringship::internals::wal::segment::{SegmentHeader, create_segment, shard_dir};
+use ringship::internals::wal::segment::{SegmentHeader, WalId, create_segment, shard_dir};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -74,7 +74,8 @@ proptest! {
         let tmp = tempfile::tempdir().unwrap();
         let sdir = shard_dir(tmp.path(), 0);
         std::fs::create_dir_all(&sdir).unwrap();
-        let f = create_segment(&sdir, SegmentHeader { shard: 0, first_seq: 1 }).unwrap();
+        // Salt 0: the records below are unsalted.
+        let f = create_segment(&sdir, SegmentHeader::new(0, 1, WalId(1), 0)).unwrap();
         let mut buf = Vec::with_capacity(1 << 16);
         for seq in 1..=valid_first as u64 {
             frame::encode_into(&mut buf, seq, 0, b"valid");

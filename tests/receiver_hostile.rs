@@ -14,6 +14,7 @@ use ringship::internals::Stopper;
 use ringship::internals::frame;
 use ringship::internals::protocol::{self, ACK_BYTES, HELLO_BYTES, Hello, WELCOME_BYTES};
 use ringship::internals::wal::Durability;
+use ringship::internals::wal::segment::WalId;
 use ringship::{Receiver, ReceiverConfig};
 
 fn start(dir: &std::path::Path) -> (SocketAddr, Stopper, std::thread::JoinHandle<()>) {
@@ -45,32 +46,55 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Sends a Hello; returns the welcome's status and durable seq.
-fn hello(s: &mut TcpStream, source: &str, shard: u32) -> (u16, u64) {
-    s.write_all(
-        &Hello {
-            source: source.into(),
-            shard,
-        }
-        .encode(),
+/// The salt of every segment these shippers send from.
+const SALT: u64 = 0x5a17_0000_0000_5a17;
+
+/// A WAL id per source name, the same on every connection.
+fn wal_id(source: &str) -> WalId {
+    WalId(
+        source
+            .bytes()
+            .fold(1u128, |h, b| h.wrapping_mul(131) ^ b as u128),
     )
-    .unwrap();
-    read_welcome(s)
 }
 
+/// A version-2 hello; once welcomed, the Segment frame that says which
+/// salt the records that follow have. Returns the welcome's status and
+/// durable seq.
+fn hello(s: &mut TcpStream, source: &str, shard: u32) -> (u16, u64) {
+    s.write_all(&Hello::new(source.into(), shard, wal_id(source)).encode())
+        .unwrap();
+    let (status, seq) = read_welcome(s);
+    if status == 0 {
+        s.write_all(&protocol::encode_segment_frame(SALT, seq + 1))
+            .unwrap();
+    }
+    (status, seq)
+}
+
+/// Reads a welcome of either version.
 fn read_welcome(s: &mut TcpStream) -> (u16, u64) {
     let mut w = [0u8; WELCOME_BYTES];
     s.read_exact(&mut w).unwrap();
+    if u16::from_le_bytes([w[8], w[9]]) == 2 {
+        let mut rest = [0u8; protocol::WELCOME_V2_BYTES - WELCOME_BYTES];
+        s.read_exact(&mut rest).unwrap();
+    }
     (
         u16::from_le_bytes([w[10], w[11]]),
         u64::from_le_bytes(w[16..24].try_into().unwrap()),
     )
 }
 
+/// Records as a version-2 shipper sends them: crcs seeded with SALT.
 fn records(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1 << 20);
     for seq in range {
-        frame::encode_into(&mut buf, seq, frame::now_ns(), &line(seq));
+        let stamp = frame::Stamp {
+            seed: frame::Seed::of_salt(SALT),
+            ..frame::Stamp::data(frame::now_ns())
+        };
+        frame::encode_stamped_into(&mut buf, seq, stamp, &line(seq));
     }
     buf
 }
@@ -114,11 +138,7 @@ fn hostile_handshakes_are_refused() {
     assert!(closed(&mut s));
 
     // A source that would escape the data directory.
-    let mut bad = Hello {
-        source: "ab".into(),
-        shard: 0,
-    }
-    .encode();
+    let mut bad = Hello::new("ab".into(), 0, wal_id("ab")).encode();
     bad[16] = 2;
     bad[17..19].copy_from_slice(b"..");
     let mut s = connect(addr);
@@ -129,11 +149,7 @@ fn hostile_handshakes_are_refused() {
     );
 
     // A version from the future.
-    let mut future = Hello {
-        source: "ab".into(),
-        shard: 0,
-    }
-    .encode();
+    let mut future = Hello::new("ab".into(), 0, wal_id("ab")).encode();
     future[8] = 99;
     let mut s = connect(addr);
     s.write_all(&future).unwrap();
@@ -164,6 +180,7 @@ fn hostile_handshakes_are_refused() {
     let entries: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "ringship.lock")
         .collect();
     assert!(
         entries.iter().all(|n| n == "dup"),

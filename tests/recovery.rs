@@ -15,8 +15,8 @@ use common::{append, dump_lines, line, run, stderr, stdout};
 use ringship::constants::SEGMENT_HEADER_BYTES;
 use ringship::internals::frame;
 use ringship::internals::wal::recovery::{RecoveryError, ShardScan, scan_shard};
-use ringship::internals::wal::segment::{SegmentHeader, create_segment, shard_dir};
-use ringship::internals::wal::{Durability, WalWriter};
+use ringship::internals::wal::segment::{SegmentHeader, WalId, create_segment, shard_dir};
+use ringship::internals::wal::{Durability, WalWriter, watermarks};
 
 const N: u64 = 1000;
 
@@ -49,10 +49,24 @@ fn verify(dir: &Path) -> std::process::Output {
     run(&["verify", "--dir", dir.to_str().unwrap()])
 }
 
-/// After a torn tail: verify passes and names it, a writer cuts it and
-/// continues from `last + 1`, and dump shows exactly the survivors plus the
-/// new records.
+/// Sets the durable seq the WAL recorded back to `seq`, as a crash leaves
+/// it: the watermarks file trails the commits (it is written at most once
+/// a second), so the records of the last commits may be torn without any
+/// having been recorded durable. Damage at or below the recorded seq is
+/// lost data instead (see `torn_records_the_wal_recorded_durable_are_lost`).
+fn crash_with_recorded_durable(dir: &Path, seq: u64) {
+    let sdir = shard_dir(dir, 0);
+    let mut recorded = watermarks::read(&sdir).unwrap().expect("recorded");
+    recorded.durable_seq = seq;
+    recorded.acked_seq = recorded.acked_seq.min(seq);
+    watermarks::write(&sdir, &recorded).unwrap();
+}
+
+/// After a torn tail (of records the WAL had not recorded durable yet):
+/// verify passes and names it, a writer cuts it and continues from
+/// `last + 1`, and dump shows exactly the survivors plus the new records.
 fn assert_torn_then_continues(dir: &Path, last: u64, reason_part: &str) {
+    crash_with_recorded_durable(dir, last);
     let s = scan(dir).unwrap();
     let torn = s.torn.as_ref().expect("a torn tail");
     assert!(torn.reason.contains(reason_part), "reason: {}", torn.reason);
@@ -99,8 +113,11 @@ fn clean() {
     assert_eq!(writer.durable_seq(), N);
 }
 
+/// A segment is preallocated in full and a torn tail is zeroed in place,
+/// never cut: a segment shorter than its size lost its end, even by a
+/// byte. Refused (ship exits 3), naming the seqs lost.
 #[test]
-fn torn_tail_partial_record_truncated_by_one_byte() {
+fn a_segment_cut_short_by_one_byte_is_refused_naming_the_lost_seqs() {
     let tmp = tempfile::tempdir().unwrap();
     let seg = wal_with_n(tmp.path());
     let (at, len) = record_span(N);
@@ -110,7 +127,100 @@ fn torn_tail_partial_record_truncated_by_one_byte() {
         .unwrap()
         .set_len(at + len - 1)
         .unwrap();
-    assert_torn_then_continues(tmp.path(), N - 1, "partial record");
+    match scan(tmp.path()) {
+        Err(RecoveryError::Short {
+            last_seq,
+            missing_to,
+            ..
+        }) => assert_eq!((last_seq, missing_to), (N - 1, Some(N))),
+        other => panic!("expected Short, got {other:?}"),
+    }
+    let before = std::fs::read(&seg).unwrap();
+    let out = ship_nothing(tmp.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("seqs {N} ..= {N} are lost")),
+        "{}",
+        stderr(&out)
+    );
+    let v = verify(tmp.path());
+    assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
+    assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing was touched");
+}
+
+/// The case: most of a 1000-record segment cut away. What remains
+/// is intact, but seqs past it were durable; they are named.
+#[test]
+fn a_segment_truncated_far_below_its_data_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seg = wal_with_n(tmp.path());
+    let (at, _) = record_span(301);
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(at + 10)
+        .unwrap();
+    let out = ship_nothing(tmp.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("seqs 301 ..= {N} are lost")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Deleting the only (last) segment leaves nothing to scan, but the WAL
+/// recorded seqs durable: refused, naming them, and not restarted at seq 1.
+#[test]
+fn a_deleted_last_segment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seg = wal_with_n(tmp.path());
+    std::fs::remove_file(&seg).unwrap();
+    match scan(tmp.path()) {
+        Err(RecoveryError::Lost {
+            recorded, found, ..
+        }) => assert_eq!((recorded, found), (N, 0)),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    let out = ship_nothing(tmp.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("seqs 1 ..= {N} are lost")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(verify(tmp.path()).status.code(), Some(1));
+}
+
+/// Records the WAL recorded durable that then read back damaged are lost,
+/// not a torn tail: refused, naming them.
+#[test]
+fn torn_records_the_wal_recorded_durable_are_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seg = wal_with_n(tmp.path());
+    let (at, len) = record_span(N);
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&vec![0; (len / 2) as usize], at + len - len / 2)
+        .unwrap();
+    let out = ship_nothing(tmp.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("seqs {N} ..= {N} are lost")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `ship` of no input on `dir`: opens (recovers) the WAL and exits.
+fn ship_nothing(dir: &Path) -> std::process::Output {
+    run(&[
+        "ship",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--input",
+        "/dev/null",
+    ])
 }
 
 #[test]
@@ -149,6 +259,7 @@ fn zeroed_preallocated_tail_ends_the_data_cleanly() {
     let (at, len) = record_span(N);
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(&vec![0; len as usize], at).unwrap();
+    crash_with_recorded_durable(tmp.path(), N - 1);
     let s = scan(tmp.path()).unwrap();
     assert!(s.torn.is_none());
     assert_eq!(s.last_seq, Some(N - 1));
@@ -210,14 +321,8 @@ fn corrupt_middle_is_refused_with_segment_and_offset() {
         )
         .is_err()
     );
-    let out = run(&[
-        "ship",
-        "--dir",
-        tmp.path().to_str().unwrap(),
-        "--input",
-        "/dev/null",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = ship_nothing(tmp.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(std::fs::read(&seg).unwrap(), before);
 }
 
@@ -253,14 +358,8 @@ fn craft_segment(dir: &Path, first_seq: u64, seqs: std::ops::RangeInclusive<u64>
 fn write_segment(dir: &Path, first_seq: u64, records: &[u8]) -> PathBuf {
     let sdir = shard_dir(dir, 0);
     std::fs::create_dir_all(&sdir).unwrap();
-    let f = create_segment(
-        &sdir,
-        SegmentHeader {
-            shard: 0,
-            first_seq,
-        },
-    )
-    .unwrap();
+    // Salt 0: the crafted records are unsalted; one WAL id for them all.
+    let f = create_segment(&sdir, SegmentHeader::new(0, first_seq, WalId(7), 0)).unwrap();
     f.write_all_at(records, SEGMENT_HEADER_BYTES as u64)
         .unwrap();
     sdir.join(ringship::internals::wal::segment::segment_file_name(
@@ -309,20 +408,50 @@ fn damage_in_a_segment_that_is_not_the_last_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let first = craft_segment(tmp.path(), 1, 1..=10);
     craft_segment(tmp.path(), 11, 11..=20);
-    // Cut the first segment's last record by a byte: in the last segment this
-    // would be a torn tail, here it is loss of durable data.
+    // Zero the first segment's last record's second half: in the last
+    // segment this would be a torn tail, here it is loss of durable data.
     let (at, len) = record_span(10);
     OpenOptions::new()
         .write(true)
         .open(&first)
         .unwrap()
-        .set_len(at + len - 1)
+        .write_all_at(&vec![0; (len / 2) as usize], at + len - len / 2)
         .unwrap();
     assert!(matches!(
         scan(tmp.path()),
         Err(RecoveryError::Corrupt { .. })
     ));
     assert_eq!(verify(tmp.path()).status.code(), Some(1));
+}
+
+/// A middle segment cut short: the seqs up to the next segment are lost.
+#[test]
+fn a_middle_segment_cut_short_names_the_seqs_up_to_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = craft_segment(tmp.path(), 1, 1..=10);
+    craft_segment(tmp.path(), 11, 11..=20);
+    let (at, _) = record_span(4);
+    OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(at + 3)
+        .unwrap();
+    match scan(tmp.path()) {
+        Err(RecoveryError::Short {
+            last_seq,
+            missing_to,
+            ..
+        }) => assert_eq!((last_seq, missing_to), (3, Some(10))),
+        other => panic!("expected Short, got {other:?}"),
+    }
+    let out = ship_nothing(tmp.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("seqs 4 ..= 10 are lost"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -393,6 +522,7 @@ fn power_cut_hole_inside_the_last_commit_is_a_torn_tail() {
     let sector = (at + 100).div_ceil(512) * 512;
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(&[0u8; 512], sector).unwrap();
+    crash_with_recorded_durable(tmp.path(), N - 20);
     let s = scan(tmp.path()).unwrap();
     let torn = s.torn.clone().expect("torn");
     assert!(torn.reason.contains("never synced"), "{}", torn.reason);
@@ -532,7 +662,9 @@ fn records_only_the_page_cache_holds_are_not_trusted() {
     // may run beside a live writer, whose cached tail it must not drop.
     assert_eq!(scan(&wal).unwrap().records, N);
     // But a writer reopening the WAL reads the disk: nothing valid after
-    // the header, so a torn tail, cut.
+    // the header, so a torn tail, cut. (The fdatasync that failed would
+    // have recorded nothing durable.)
+    crash_with_recorded_durable(&wal, 0);
     let (writer, recovered) =
         WalWriter::open(&wal, 0, Durability::Fsync, ringship::internals::Owner::Wal).unwrap();
     assert_eq!(

@@ -436,7 +436,18 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
         data.push(b'\n');
     }
     std::fs::write(&input, data).unwrap();
-    let segments = |wal: &std::path::Path| std::fs::read_dir(wal.join("0")).unwrap().count();
+    let segments = |wal: &std::path::Path| {
+        std::fs::read_dir(wal.join("0"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "wal")
+            })
+            .count()
+    };
 
     // Without a peer nothing is acked, so nothing is deleted.
     let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
@@ -483,7 +494,8 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
     recv.stop();
     assert_eq!(dump_lines(&tmp.path().join("recv/src1")).len(), 2300);
 
-    // A new receiver asks for seq 1, which retention deleted: loud, exit 1.
+    // A new receiver asks for seq 1, which retention deleted: loud, exit 3
+    // (no restart can fix it).
     let log = tmp.path().join("fresh.log");
     let fresh = RecvProc::start_logging(
         &tmp.path().join("fresh"),
@@ -505,7 +517,7 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
         "5",
     ]);
     fresh.stop();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
     assert!(err.contains("the peer asks for seq 1"), "{err}");
     assert!(err.contains("retention deleted"), "{err}");
@@ -523,7 +535,7 @@ fn retention_deletes_only_acked_segments_and_a_gap_is_a_loud_error() {
 fn a_segment_filled_to_within_a_header_of_its_end_is_crossed() {
     use ringship::constants::{SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES};
     use ringship::internals::frame;
-    use ringship::internals::wal::segment::{SegmentHeader, create_segment, shard_dir};
+    use ringship::internals::wal::segment::{SegmentHeader, WalId, create_segment, shard_dir};
     use std::os::unix::fs::FileExt;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -544,29 +556,22 @@ fn a_segment_filled_to_within_a_header_of_its_end_is_crossed() {
         seq += 1;
     }
     assert_eq!(buf.len(), data_bytes);
-    let first = create_segment(
-        &sdir,
-        SegmentHeader {
-            shard: 0,
-            first_seq: 1,
-        },
-    )
-    .unwrap();
+    // Unsalted records (salt 0) in the first segment, salted ones in the
+    // second: the receiver follows each segment's salt.
+    let first = create_segment(&sdir, SegmentHeader::new(0, 1, WalId(7), 0)).unwrap();
     first
         .write_all_at(&buf, SEGMENT_HEADER_BYTES as u64)
         .unwrap();
     let mut second = Vec::with_capacity(1 << 16);
+    let salt = 0x0123_4567_89ab_cdef;
     for s in seq..seq + 10 {
-        frame::encode_into(&mut second, s, 1, &line(s));
+        let stamp = frame::Stamp {
+            seed: frame::Seed::of_salt(salt),
+            ..frame::Stamp::data(1)
+        };
+        frame::encode_stamped_into(&mut second, s, stamp, &line(s));
     }
-    let next = create_segment(
-        &sdir,
-        SegmentHeader {
-            shard: 0,
-            first_seq: seq,
-        },
-    )
-    .unwrap();
+    let next = create_segment(&sdir, SegmentHeader::new(0, seq, WalId(7), salt)).unwrap();
     next.write_all_at(&second, SEGMENT_HEADER_BYTES as u64)
         .unwrap();
     let last = seq + 9;

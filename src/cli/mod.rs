@@ -1,8 +1,12 @@
 //! The command line. Command names, flags, output files and exit codes are a
 //! contract that users' scripts rely on: add to them, never rename them.
 //!
-//! Exit codes: 0 success; 1 an operating error or corruption found;
-//! 2 bad usage or bad input (clap's own code for bad flags).
+//! Exit codes (docs/cli.md): 0 done; 1 an operating error a retry may fix
+//! (and the corruption `verify` reports); 2 bad usage or bad input (clap's
+//! own code for bad flags), or a directory another process holds; 3 a
+//! condition no restart can fix, for a person to look at: a retention gap,
+//! a peer ahead of this WAL, a WAL id mismatch, a protocol version the peer
+//! refuses, a WAL that recovery refuses.
 
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -36,6 +40,7 @@ use self::wal_bench::WalBenchArgs;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_REFUSED: i32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,7 +49,10 @@ pub const EXIT_USAGE: i32 = 2;
     about = "io_uring write-ahead log and log shipper",
     long_about = "ringship appends records to a per-core write-ahead log with io_uring \
                   (crc32c framing, group commit with fdatasync, preallocated segments, crash \
-                  recovery).\n\nExit codes: 0 success, 1 operating error or corruption, 2 bad usage or input.",
+                  recovery).\n\nExit codes: 0 success; 1 an operating error a retry may fix, or corruption \
+                  `verify` found; 2 bad usage or input, or a --dir another process holds; 3 a \
+                  condition no restart can fix (a retention gap, a peer ahead of this WAL, another \
+                  WAL under the same source, a WAL that recovery refuses): see docs/cli.md.",
     after_help = "Examples:\n  \
         ringship bench                                      # the whole pipeline, in-process receiver, ~15 s\n  \
         ringship compare base/summary.json -- cur/summary.json  # latency regression gate\n  \
@@ -174,6 +182,44 @@ impl Failure {
             message: e.to_string(),
         }
     }
+
+    /// A shard that stopped or could not start, with the exit code its
+    /// cause maps to.
+    pub(super) fn shard(e: crate::shard::Error) -> Failure {
+        let code = match &e {
+            crate::shard::Error::Shard(e) => shard_exit_code(e),
+            _ => EXIT_FAILURE,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The exit code of a shard's failure (see the module docs).
+pub(super) fn shard_exit_code(e: &crate::shard::ShardError) -> i32 {
+    use crate::shard::ShardError;
+    use crate::sink::SinkError;
+    use crate::wal::WalError;
+    match e {
+        ShardError::Wal(WalError::Locked(_)) => EXIT_USAGE,
+        ShardError::Wal(WalError::OtherWal { .. }) => EXIT_REFUSED,
+        ShardError::Wal(WalError::Recovery(e)) => recovery_exit_code(e),
+        ShardError::Sink(
+            SinkError::RetentionGap { .. } | SinkError::PeerAhead { .. } | SinkError::Refused(_),
+        ) => EXIT_REFUSED,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// The exit code of a WAL that recovery refused: 3, unless it could not
+/// be read at all (1: a retry may fix it).
+pub(super) fn recovery_exit_code(e: &recovery::RecoveryError) -> i32 {
+    match e {
+        recovery::RecoveryError::Io { .. } => EXIT_FAILURE,
+        _ => EXIT_REFUSED,
+    }
 }
 
 pub(super) fn check_shard(shard: u32) -> Result<(), Failure> {
@@ -219,9 +265,9 @@ pub(super) fn run_shard<T, E>(
         report_durable,
         report_acked,
     };
-    let handle = Shard::spawn_with_listener(config, listener).map_err(Failure::operating)?;
+    let handle = Shard::spawn_with_listener(config, listener).map_err(Failure::shard)?;
     let produced = produce(handle.inbox());
-    let report = handle.close().map_err(Failure::operating)?;
+    let report = handle.close().map_err(Failure::shard)?;
     Ok((report, produced))
 }
 

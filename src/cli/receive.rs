@@ -80,7 +80,10 @@ pub(super) fn run(args: ReceiveArgs) -> Result<i32, Failure> {
             spin: args.spin.budget(),
         },
     )
-    .map_err(|e| Failure::operating(format!("listening on {addr}: {e}")))?;
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::ResourceBusy => Failure::usage(e),
+        _ => Failure::operating(format!("listening on {addr}: {e}")),
+    })?;
     let local = receiver.local_addr().map_err(Failure::operating)?;
     crate::outln!(
         "listening on {local} · dir {} · durability {}",

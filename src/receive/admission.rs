@@ -9,8 +9,20 @@ use std::time::Duration;
 use super::reactor::{Admitted, CORE_GONE, CoreHandle};
 use super::{ReceiverConfig, Registration};
 use crate::constants::{HANDSHAKE_TIMEOUT_MS, TAKEOVER_POLL_MS};
-use crate::protocol::{self, HELLO_BYTES, Hello, WelcomeStatus};
-use crate::wal::WalWriter;
+use crate::protocol::{self, CAPABILITIES, HELLO_BYTES, Hello, Welcome, WelcomeStatus};
+use crate::wal::segment::WalId;
+use crate::wal::{WalError, WalWriter};
+
+/// A welcome in the hello's `version`.
+fn welcome(version: u16, status: WelcomeStatus, durable_seq: u64, wal_id: WalId) -> Vec<u8> {
+    protocol::encode_welcome(&Welcome {
+        version,
+        status,
+        capabilities: CAPABILITIES,
+        durable_seq,
+        wal_id,
+    })
+}
 
 /// The handshake of one connection, on its own short-lived thread: read
 /// the hello, take over its (source, shard) from an older connection if
@@ -27,21 +39,34 @@ pub(super) fn admit(
     let shared = registration.shared.clone();
     let _ = stream.set_nodelay(true);
     protocol::set_keepalive(&stream);
-    let mut hello = [0u8; HELLO_BYTES];
     let _ = stream.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
     let _ = stream.set_write_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)));
-    if let Err(e) = stream.read_exact(&mut hello) {
+    // The fixed prefix every version shares, then as many bytes as its
+    // version says: a bounded read either way.
+    let mut prefix = [0u8; HELLO_BYTES];
+    if let Err(e) = stream.read_exact(&mut prefix) {
         tracing::warn!(%peer, "closing connection: no hello: {e}");
         return;
     }
-    let hello = match Hello::decode(&hello) {
+    let decoded = Hello::rest_bytes(&prefix).and_then(|rest| {
+        let mut hello = prefix.to_vec();
+        hello.resize(HELLO_BYTES + rest, 0);
+        stream
+            .read_exact(&mut hello[HELLO_BYTES..])
+            .map_err(|_| (WelcomeStatus::BadHello, protocol::ProtocolError::Padding))?;
+        Hello::decode(&hello)
+    });
+    let hello = match decoded {
         Ok(h) => h,
         Err((status, e)) => {
             tracing::warn!(%peer, "closing connection: {e}");
-            let _ = stream.write_all(&protocol::encode_welcome(status, 0));
+            // Answer in a version the shipper reads: a version-1 welcome
+            // says VersionMismatch to any version.
+            let _ = stream.write_all(&welcome(1, status, 0, WalId::NONE));
             return;
         }
     };
+    let version = hello.version;
     let key = (hello.source.clone(), hello.shard);
     // A new connection for a (source, shard) that is still being served takes
     // over: the old one is most likely dead without having said so (its
@@ -73,28 +98,48 @@ pub(super) fn admit(
         if waited_ms >= HANDSHAKE_TIMEOUT_MS {
             tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
                 "closing connection: the older connection for this source and shard did not finish");
-            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::Busy, 0));
+            let _ = stream.write_all(&welcome(version, WelcomeStatus::Busy, 0, WalId::NONE));
             return;
         }
         // Waiting here is part of the handshake, never of the data path.
         std::thread::sleep(Duration::from_millis(TAKEOVER_POLL_MS));
         waited_ms += TAKEOVER_POLL_MS;
     }
-    let opened = WalWriter::open(
+    // The replica takes its source's WAL id (a version-1 shipper has none
+    // to give): a replica held under another id is refused, naming it, and
+    // nothing is written.
+    let opened = WalWriter::open_as(
         &config.dir.join(&hello.source),
         hello.shard,
         config.durability,
         crate::io::Owner::Connection(0),
+        (version >= 2).then_some(hello.wal_id),
     );
     let mut wal = match opened {
         Ok((wal, _)) => wal,
+        Err(WalError::OtherWal { found, wanted, .. }) => {
+            tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+                "closing connection: this receiver holds the source and shard under WAL {found}, \
+                 the shipper's WAL is {wanted}: two WALs claim one source");
+            let _ = stream.write_all(&welcome(version, WelcomeStatus::OtherWal, 0, found));
+            return;
+        }
         Err(e) => {
             tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
                 "closing connection: storage: {e}");
-            let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+            let _ = stream.write_all(&welcome(
+                version,
+                WelcomeStatus::StorageError,
+                0,
+                WalId::NONE,
+            ));
             return;
         }
     };
+    if version < 2 {
+        // Version-1 records have no salt: they go to an unsalted segment.
+        wal.follow_salt(0);
+    }
     wal.set_latency_window(config.latency_window.clone());
     // The least loaded running core; among equals, the one counted from the
     // last CPU for this shard (shard 0 → the last core), so that on a host
@@ -109,7 +154,12 @@ pub(super) fn admit(
         .min_by_key(|&k| cores[k].load.load(Ordering::SeqCst))
     else {
         tracing::warn!(%peer, "closing connection: every receiver core has stopped");
-        let _ = stream.write_all(&protocol::encode_welcome(WelcomeStatus::StorageError, 0));
+        let _ = stream.write_all(&welcome(
+            version,
+            WelcomeStatus::StorageError,
+            0,
+            WalId::NONE,
+        ));
         return;
     };
     let reader = match stream.try_clone() {
@@ -120,9 +170,11 @@ pub(super) fn admit(
         }
     };
     if let Err(e) = stream
-        .write_all(&protocol::encode_welcome(
+        .write_all(&welcome(
+            version,
             WelcomeStatus::Ok,
             wal.durable_seq(),
+            wal.wal_id(),
         ))
         .and_then(|()| stream.set_read_timeout(None))
     {

@@ -12,7 +12,7 @@ use super::reactor::Admitted;
 use super::{Registration, ServeError, Shared};
 use crate::constants::ACK_SEND_TIMEOUT_MS;
 use crate::constants::{RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECV_BUFFER_BYTES};
-use crate::frame;
+use crate::frame::{self, Seed};
 use crate::io::{Completion, Io, Kind, Owner, Ring, Timespec, Token};
 use crate::protocol::{self, ACK_BYTES, Hello, ProtocolError};
 use crate::wal::{Stage, WalError, WalWriter};
@@ -30,6 +30,11 @@ struct SocketSource {
     start: usize,
     filled: usize,
     expected_seq: u64,
+    /// The protocol version the shipper speaks.
+    version: u16,
+    /// The crc seed of the segment the records come from: known from a
+    /// version-2 shipper's Segment frame; none (unsalted) for version 1.
+    seed: Option<Seed>,
     /// The WAL was full with complete records still in the buffer: they
     /// are staged before anything more is read, so a full buffer never
     /// waits on a read that only the shipper's next send would complete.
@@ -42,7 +47,7 @@ struct SocketSource {
 
 impl SocketSource {
     /// Reads `stream`, whose next record must be `durable_seq + 1`.
-    fn new(stream: TcpStream, shared: Arc<Shared>, durable_seq: u64) -> SocketSource {
+    fn new(stream: TcpStream, shared: Arc<Shared>, durable_seq: u64, version: u16) -> SocketSource {
         SocketSource {
             stream,
             shared,
@@ -50,6 +55,8 @@ impl SocketSource {
             start: 0,
             filled: 0,
             expected_seq: durable_seq + 1,
+            version,
+            seed: (version < 2).then_some(Seed::NONE),
             blocked: false,
             ended: false,
             error: None,
@@ -87,35 +94,84 @@ impl SocketSource {
             return Ok(()); // the kernel holds it
         };
         self.blocked = false;
-        let mut walk = frame::Records::verified(&buf[self.start..self.filled]);
         while self.error.is_none() {
             let at = self.start;
-            let header = frame::Header::read(walk.rest());
-            let record = match walk.next() {
-                None => break,
-                Some(Ok(record)) => record,
-                // The rest of the record is still on its way.
-                Some(Err(frame::DecodeError::Truncated { .. })) => break,
-                // A valid frame with seq 0: the shipper's Abort (protocol.rs).
-                Some(Err(frame::DecodeError::ZeroSeq))
-                    if header.is_some_and(|h| h.len_bytes <= protocol::ABORT_REASON_BYTES_MAX) =>
-                {
-                    let len = header.expect("checked").record_len_bytes();
-                    let reason = String::from_utf8_lossy(&buf[at + RECORD_HEADER_BYTES..at + len]);
-                    self.fail(ServeError::Aborted(reason.into_owned()));
-                    break;
+            let rest = &buf[at..self.filled];
+            // The rest of the header is still on its way.
+            let Some(header) = frame::Header::read(rest) else {
+                break;
+            };
+            if header.seq == 0 {
+                // A frame that is not a record (protocol.rs): an unsalted
+                // crc, a length bounded before anything is read for it.
+                match frame::decode_seeded(rest, Seed::NONE) {
+                    Err(frame::DecodeError::ZeroSeq) => {}
+                    Err(frame::DecodeError::Truncated { .. }) => break,
+                    Err(e) => {
+                        self.fail(protocol_record_error(self.expected_seq, e));
+                        break;
+                    }
+                    Ok(_) => unreachable!("seq 0 never decodes as a record"),
                 }
-                // The length bound is checked before anything is read for
-                // the record (frame::decode), so a huge length field is
-                // refused here, not waited for.
-                Some(Err(e)) => {
-                    self.fail(
-                        ProtocolError::Record {
-                            seq: self.expected_seq,
-                            source: e,
+                let len = header.record_len_bytes();
+                let payload = &rest[RECORD_HEADER_BYTES..len];
+                match header.kind_bits {
+                    0 if payload.len() <= protocol::ABORT_REASON_BYTES_MAX => {
+                        let reason = String::from_utf8_lossy(payload).into_owned();
+                        self.fail(ServeError::Aborted(reason));
+                        break;
+                    }
+                    frame::WIRE_FRAME_KIND_BITS if self.version >= 2 => {
+                        match protocol::decode_segment_frame(payload) {
+                            Ok((_, first_seq)) if first_seq != self.expected_seq => {
+                                self.fail(
+                                    ProtocolError::Seq {
+                                        got: first_seq,
+                                        expected: self.expected_seq,
+                                    }
+                                    .into(),
+                                );
+                                break;
+                            }
+                            Ok((salt, _)) => {
+                                // The records that follow were written
+                                // under this salt; they go to a segment of
+                                // the same salt here.
+                                self.seed = Some(Seed::of_salt(salt));
+                                wal.follow_salt(salt);
+                                self.start += len;
+                            }
+                            Err(e) => {
+                                self.fail(e.into());
+                                break;
+                            }
                         }
-                        .into(),
-                    );
+                        continue;
+                    }
+                    bits => {
+                        let e = frame::DecodeError::UnknownKind { bits };
+                        self.fail(protocol_record_error(self.expected_seq, e));
+                        break;
+                    }
+                }
+            }
+            let Some(seed) = self.seed else {
+                self.fail(
+                    ProtocolError::NoSegmentFrame {
+                        seq: self.expected_seq,
+                    }
+                    .into(),
+                );
+                break;
+            };
+            // The length bound is checked before anything is read for the
+            // record (frame::decode), so a huge length field is refused
+            // here, not waited for.
+            let record = match frame::decode_seeded(rest, seed) {
+                Ok((record, _)) => record,
+                Err(frame::DecodeError::Truncated { .. }) => break,
+                Err(e) => {
+                    self.fail(protocol_record_error(self.expected_seq, e));
                     break;
                 }
             };
@@ -133,7 +189,7 @@ impl SocketSource {
             let payload_len = record.payload.len() as u64;
             // Verified: it goes to disk exactly as it came, with no second
             // encode.
-            match wal.stage_encoded(ring, &buf[at..at + need])? {
+            match wal.stage_encoded(ring, &rest[..need])? {
                 Stage::Staged(_) => {}
                 Stage::Full => {
                     self.blocked = true;
@@ -192,6 +248,10 @@ impl SocketSource {
     }
 }
 
+fn protocol_record_error(seq: u64, source: frame::DecodeError) -> ServeError {
+    ProtocolError::Record { seq, source }.into()
+}
+
 /// See [`ACK_SEND_TIMEOUT_MS`]; static because the kernel reads it at submit.
 static ACK_SEND_TIMEOUT: Timespec = Timespec::new()
     .sec(ACK_SEND_TIMEOUT_MS / 1000)
@@ -234,11 +294,12 @@ impl Conn {
         } = admitted;
         wal.set_owner(owner);
         let durable_seq = wal.durable_seq();
+        let version = hello.version;
         let conn = Conn {
             owner,
             peer,
             hello,
-            source: SocketSource::new(reader, shared, durable_seq),
+            source: SocketSource::new(reader, shared, durable_seq, version),
             stream,
             wal,
             ack_buf: Some(Vec::with_capacity(ACK_BYTES)),

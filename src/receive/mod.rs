@@ -93,6 +93,9 @@ pub struct Receiver {
     listener: TcpListener,
     config: ReceiverConfig,
     shared: Arc<Shared>,
+    /// One receiver writes a data directory (each replica's shard
+    /// directory is locked again by its WAL).
+    _lock: crate::wal::lock::DirLock,
 }
 
 struct Shared {
@@ -155,8 +158,19 @@ impl Receiver {
         })
     }
 
+    /// Creates and locks the data directory, then binds the listener.
+    /// Another receiver on the directory is an error of kind
+    /// [`io::ErrorKind::ResourceBusy`] that names its pid.
     pub fn bind(addr: SocketAddr, config: ReceiverConfig) -> io::Result<Receiver> {
+        std::fs::create_dir_all(&config.dir)?;
+        let lock = crate::wal::lock::DirLock::acquire(&config.dir).map_err(|e| match e {
+            e @ crate::wal::lock::LockError::Held { .. } => {
+                io::Error::new(io::ErrorKind::ResourceBusy, e.to_string())
+            }
+            crate::wal::lock::LockError::Io { source, .. } => source,
+        })?;
         Ok(Receiver {
+            _lock: lock,
             listener: TcpListener::bind(addr)?,
             config,
             shared: Arc::new(Shared {

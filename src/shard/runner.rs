@@ -370,6 +370,7 @@ impl<S: Sink> Turns<'_, '_, S> {
         let now = self.sink.as_ref().map(Sink::acked_seq);
         if let Some(acked) = now.filter(|&a| Some(a) != self.acked_reported) {
             self.acked_reported = now;
+            self.wal.note_acked(acked);
             if let Some(keep) = self.config.retain_segments {
                 self.wal.retain(acked, keep);
             }

@@ -33,6 +33,10 @@ pub enum SinkError {
          seq {durable_seq}: it is a different WAL for the same --source; use another --source or --dir"
     )]
     PeerAhead { peer_seq: u64, durable_seq: u64 },
+    /// The receiver cannot take this WAL: it holds the source under another
+    /// WAL id, or speaks an older protocol.
+    #[error(transparent)]
+    Refused(crate::protocol::ProtocolError),
     #[error(transparent)]
     Read(ReadError),
     #[error("creating a pipe: {0}")]

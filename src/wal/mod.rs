@@ -7,9 +7,11 @@
 //! - [`reader`]: a cursor by seq over the segments, for sinks and `dump`.
 //! - [`recovery`]: the scan shared by the writer, `dump` and `verify`.
 
+pub mod lock;
 pub mod reader;
 pub mod recovery;
 pub mod segment;
+pub mod watermarks;
 pub mod writer;
 
 use std::io;
@@ -109,6 +111,20 @@ pub enum WalError {
     },
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
+    #[error(
+        "{}: this copy belongs to WAL {found}, but the source's WAL is {wanted}: two WALs claim the \
+         same source and shard. Nothing was written; move {} aside to take the new WAL, or give \
+         the source another name",
+        path.display(),
+        path.display()
+    )]
+    OtherWal {
+        path: PathBuf,
+        found: segment::WalId,
+        wanted: segment::WalId,
+    },
     #[error(transparent)]
     Frame(#[from] crate::frame::TooLarge),
 }

@@ -68,6 +68,8 @@ struct Cursor {
     file: File,
     path: PathBuf,
     offset_bytes: u64,
+    /// The segment's header: its salt seeds the crc of its records.
+    header: SegmentHeader,
 }
 
 /// What [`WalReader::walk`] found in a chunk.
@@ -111,11 +113,21 @@ impl WalReader {
     fn open(&self, first_seq: u64) -> Result<Cursor, ReadError> {
         let path = self.dir.join(segment_file_name(first_seq));
         let file = File::open(&path).map_err(io_error("open segment", &path))?;
+        let mut block = vec![0u8; SEGMENT_HEADER_BYTES];
+        let n = file
+            .read_at(&mut block, 0)
+            .map_err(io_error("read segment", &path))?;
+        let header = SegmentHeader::decode(&block[..n]).map_err(|reason| ReadError::Corrupt {
+            path: path.clone(),
+            offset_bytes: 0,
+            reason: format!("bad segment header: {reason}"),
+        })?;
         Ok(Cursor {
             segment_first_seq: first_seq,
             file,
             path,
             offset_bytes: SEGMENT_HEADER_BYTES as u64,
+            header,
         })
     }
 
@@ -141,7 +153,7 @@ impl WalReader {
                 .file
                 .read_at(&mut buf[..want], cursor.offset_bytes)
                 .map_err(io_error("read segment", &cursor.path))?;
-            let mut walk = frame::Records::verified(&buf[..n]);
+            let mut walk = frame::Records::verified_seeded(&buf[..n], cursor.header.seed());
             while at_seq < seq {
                 match walk.next() {
                     Some(Ok(record)) => {
@@ -190,6 +202,11 @@ impl WalReader {
     /// The segment file under the cursor (for splicing from it).
     pub fn file(&self) -> &File {
         &self.cursor().file
+    }
+
+    /// The salt of the segment under the cursor (0: none).
+    pub fn segment_salt(&self) -> u64 {
+        self.cursor().header.salt
     }
 
     /// The segment file's path, for errors.
@@ -347,8 +364,8 @@ impl WalReader {
                 .file
                 .read_exact_at(&mut buf[..header_len], 0)
                 .map_err(io_error("read segment", &cursor.path))?;
-            match SegmentHeader::decode(&buf[..header_len]) {
-                Ok(header) if header.first_seq == first => {}
+            let seed = match SegmentHeader::decode(&buf[..header_len]) {
+                Ok(header) if header.first_seq == first => header.seed(),
                 Ok(header) => {
                     return stopped(
                         &cursor.path,
@@ -357,7 +374,7 @@ impl WalReader {
                     );
                 }
                 Err(reason) => return stopped(&cursor.path, 0, reason),
-            }
+            };
             expected = Some(first);
             if skip {
                 // Its records are all below from_seq: the next segment says
@@ -373,7 +390,7 @@ impl WalReader {
                     .read_exact_at(&mut buf[..want], offset)
                     .map_err(io_error("read segment", &cursor.path))?;
                 let at_file_end = offset + want as u64 == len;
-                let mut walk = frame::Records::verified(&buf[..want]);
+                let mut walk = frame::Records::verified_seeded(&buf[..want], seed);
                 loop {
                     let before = walk.offset();
                     match walk.next() {

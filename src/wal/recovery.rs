@@ -38,16 +38,21 @@ use crate::constants::{
     SCAN_WINDOW_BYTES, SECTOR_SIZE_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES,
     SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
 };
+use crate::frame::Seed;
 use crate::frame::{self, DecodeError, RecordRef};
+use crate::wal::lock::LOCK_FILE_NAME;
 use crate::wal::segment::{
-    SegmentHeader, is_tmp_segment_name, parse_segment_file_name, segment_file_name,
+    SegmentHeader, WalId, is_tmp_segment_name, parse_segment_file_name, segment_file_name,
 };
+use crate::wal::watermarks::{self, Recorded, WATERMARKS_FILE_NAME};
 
 /// What a scan found in one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
     pub path: PathBuf,
     pub first_seq: u64,
+    /// Its header: format version, WAL id, salt.
+    pub header: SegmentHeader,
     pub records: u64,
     /// Seq of the last valid record, if any.
     pub last_seq: Option<u64>,
@@ -80,6 +85,12 @@ pub struct ShardScan {
     pub torn: Option<TornTail>,
     /// `.tmp` leftovers of an interrupted segment creation.
     pub tmp_files: Vec<PathBuf>,
+    /// The WAL's id, from its version-2 segments (none if all are version 1).
+    pub wal_id: WalId,
+    /// What the WAL last recorded beside its segments, if anything.
+    pub recorded: Option<Recorded>,
+    /// Records of each kind other than data (checkpoints, seals).
+    pub control_records: u64,
 }
 
 /// Why a shard cannot be opened. Every variant names the file and, where it
@@ -108,9 +119,11 @@ pub enum RecoveryError {
         reason: String,
     },
     #[error(
-        "{}: gap in the segment sequence: expected a segment starting at seq {expected_seq}, found seq {found_seq}. \
-         A segment is missing or was deleted by hand; the WAL refuses to open",
-        path.display()
+        "{}: gap in the segment sequence: expected a segment starting at seq {expected_seq}, found seq {found_seq}: \
+         seqs {expected_seq} ..= {} are missing (a segment was deleted by hand). The WAL refuses to open; \
+         restore the segment, or move the shard directory aside to start over",
+        path.display(),
+        found_seq - 1
     )]
     Gap {
         path: PathBuf,
@@ -119,6 +132,65 @@ pub enum RecoveryError {
     },
     #[error("{}: {reason}", path.display())]
     Unexpected { path: PathBuf, reason: String },
+    #[error(
+        "{}: the segment is {len_bytes} bytes, but a segment is preallocated to {SEGMENT_SIZE_BYTES}: \
+         it was shortened, not torn. Its records end at seq {last_seq}; {}. The WAL refuses to open; \
+         restore the segment, or move the shard directory aside to start over",
+        path.display(),
+        match missing_to {
+            Some(to) => format!("seqs {} ..= {to} are lost", last_seq + 1),
+            None => format!("the records after seq {last_seq} that it held are lost"),
+        }
+    )]
+    Short {
+        path: PathBuf,
+        len_bytes: u64,
+        /// The last record the short segment still holds (its first seq − 1
+        /// if none).
+        last_seq: u64,
+        /// The last lost seq, where it is known: before the next segment,
+        /// or the durable seq the WAL recorded.
+        missing_to: Option<u64>,
+    },
+    #[error(
+        "{}: the WAL recorded seq {recorded} durable, but its segments hold records only up to seq {found}: \
+         seqs {} ..= {recorded} are lost (a segment was shortened or deleted). The WAL refuses to open; \
+         restore the missing segments, or move the shard directory aside to start over",
+        dir.display(),
+        found + 1
+    )]
+    Lost {
+        dir: PathBuf,
+        recorded: u64,
+        found: u64,
+    },
+    #[error(
+        "{}: the oldest segment starts at seq {first_seq}, but the WAL recorded only seq {acked} \
+         acknowledged, so retention cannot have deleted seqs {} ..= {}: they are lost. \
+         The WAL refuses to open",
+        dir.display(),
+        acked + 1,
+        first_seq - 1
+    )]
+    LostHead {
+        dir: PathBuf,
+        first_seq: u64,
+        acked: u64,
+    },
+    #[error(
+        "{}: segment {} belongs to WAL {found}, but {expected} is this WAL's id: \
+         two WALs were mixed in one directory. The WAL refuses to open",
+        dir.display(),
+        path.display()
+    )]
+    MixedWals {
+        dir: PathBuf,
+        path: PathBuf,
+        expected: WalId,
+        found: WalId,
+    },
+    #[error("{}: {reason}", path.display())]
+    Watermarks { path: PathBuf, reason: String },
 }
 
 fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError {
@@ -163,10 +235,15 @@ pub fn scan_shard(
         next_seq: SEQ_FIRST,
         torn: None,
         tmp_files: Vec::new(),
+        wal_id: WalId::default(),
+        recorded: None,
+        control_records: 0,
     };
     if !shard_dir.exists() {
         return Ok(scan);
     }
+    scan.recorded = watermarks::read(shard_dir)
+        .map_err(|(path, reason)| RecoveryError::Watermarks { path, reason })?;
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(shard_dir).map_err(io_error("read directory", shard_dir))? {
         let entry = entry.map_err(io_error("read directory", shard_dir))?;
@@ -180,6 +257,8 @@ pub fn scan_shard(
         };
         if is_tmp_segment_name(name) {
             scan.tmp_files.push(path);
+        } else if [LOCK_FILE_NAME, WATERMARKS_FILE_NAME, "watermarks.tmp"].contains(&name) {
+            // The writer's lock and its recorded watermarks.
         } else if let Some(first_seq) = parse_segment_file_name(name) {
             if names.len() == SEGMENTS_PER_SHARD_MAX {
                 return Err(RecoveryError::Unexpected {
@@ -201,6 +280,7 @@ pub fn scan_shard(
 
     let mut window: Vec<u8> = Vec::with_capacity(SCAN_WINDOW_BYTES);
     let count = names.len();
+    let next_firsts: Vec<u64> = names.iter().skip(1).map(|(seq, _)| *seq).collect();
     for (index, (first_seq, path)) in names.into_iter().enumerate() {
         let is_last = index + 1 == count;
         if index > 0 && first_seq != scan.next_seq {
@@ -230,19 +310,78 @@ pub fn scan_shard(
                 ),
             });
         }
+        // A version-2 segment is preallocated in full and never cut short
+        // (a torn tail is zeroed in place): a shorter one lost its end.
+        if header.version >= 2 && len < SEGMENT_SIZE_BYTES {
+            // Say what is lost: the records the rest still holds end at
+            // some seq; what follows it up to the next segment, or up to
+            // the durable seq the WAL recorded, is gone.
+            let segment = Segment {
+                path: &path,
+                file: &file,
+                len,
+                seed: header.seed(),
+            };
+            let mut ignored = None;
+            let last_seq = scan_segment(
+                &segment,
+                header,
+                &mut window,
+                first_seq,
+                true,
+                &mut ignored,
+                &mut |_| Ok(()),
+            )
+            .ok()
+            .and_then(|info| info.last_seq)
+            .unwrap_or(first_seq - 1);
+            let missing_to = next_firsts
+                .get(index)
+                .map(|next| next - 1)
+                .or(scan.recorded.map(|r| r.durable_seq))
+                .filter(|&to| to > last_seq);
+            return Err(RecoveryError::Short {
+                path,
+                len_bytes: len,
+                last_seq,
+                missing_to,
+            });
+        }
+        if !header.wal_id.is_none() {
+            if scan.wal_id.is_none() {
+                scan.wal_id = header.wal_id;
+            } else if scan.wal_id != header.wal_id {
+                return Err(RecoveryError::MixedWals {
+                    dir: shard_dir.to_path_buf(),
+                    path,
+                    expected: scan.wal_id,
+                    found: header.wal_id,
+                });
+            }
+        }
         let segment = Segment {
             path: &path,
             file: &file,
             len,
+            seed: header.seed(),
         };
+        let mut control = 0u64;
         let info = scan_segment(
             &segment,
+            header,
             &mut window,
             first_seq,
             is_last,
             &mut scan.torn,
-            &mut visit,
+            &mut |record: RecordRef<'_>| {
+                if record.kind != crate::frame::Kind::Data {
+                    control += 1;
+                }
+                visit(record)
+            },
         )?;
+        scan.control_records += control;
+
         if info.records > 0 {
             scan.first_seq.get_or_insert(first_seq);
             scan.last_seq = info.last_seq;
@@ -251,7 +390,44 @@ pub fn scan_shard(
         scan.next_seq = info.last_seq.map_or(first_seq, |s| s + 1);
         scan.segments.push(info);
     }
+    check_recorded(shard_dir, &scan)?;
     Ok(scan)
+}
+
+/// Checks the segments against what the WAL last recorded: a durable seq
+/// the segments no longer reach, or a head that retention cannot have
+/// deleted, is lost data, never a torn tail to cut.
+fn check_recorded(shard_dir: &Path, scan: &ShardScan) -> Result<(), RecoveryError> {
+    let Some(recorded) = scan.recorded else {
+        return Ok(());
+    };
+    if !recorded.wal_id.is_none() && !scan.wal_id.is_none() && recorded.wal_id != scan.wal_id {
+        return Err(RecoveryError::MixedWals {
+            dir: shard_dir.to_path_buf(),
+            path: shard_dir.join(WATERMARKS_FILE_NAME),
+            expected: scan.wal_id,
+            found: recorded.wal_id,
+        });
+    }
+    let found = scan.next_seq - 1;
+    if found < recorded.durable_seq {
+        return Err(RecoveryError::Lost {
+            dir: shard_dir.to_path_buf(),
+            recorded: recorded.durable_seq,
+            found,
+        });
+    }
+    if let Some(first) = scan.segments.first().map(|s| s.first_seq)
+        && first > recorded.acked_seq + 1
+        && first <= recorded.durable_seq
+    {
+        return Err(RecoveryError::LostHead {
+            dir: shard_dir.to_path_buf(),
+            first_seq: first,
+            acked: recorded.acked_seq,
+        });
+    }
+    Ok(())
 }
 
 /// One segment file being scanned.
@@ -259,6 +435,8 @@ struct Segment<'a> {
     path: &'a Path,
     file: &'a File,
     len: u64,
+    /// The crc seed of its records.
+    seed: Seed,
 }
 
 impl Segment<'_> {
@@ -345,8 +523,10 @@ fn open_segment(path: &Path) -> Result<(File, u64), RecoveryError> {
 /// (which always holds a whole record), so memory stays bounded however
 /// large the segment. Damage is analysed on a bounded read of the bytes
 /// that could have been in flight after it.
+#[allow(clippy::too_many_arguments)]
 fn scan_segment(
     segment: &Segment<'_>,
+    header: SegmentHeader,
     window: &mut Vec<u8>,
     first_seq: u64,
     is_last: bool,
@@ -364,7 +544,7 @@ fn scan_segment(
         // Refill so that a whole record (or the rest of the file) is in view.
         segment.read(offset, SCAN_WINDOW_BYTES, window)?;
         let window_end = offset + window.len() as u64;
-        let mut walk = frame::Records::verified(window);
+        let mut walk = frame::Records::verified_seeded(window, segment.seed);
         loop {
             let at = offset;
             // Near the window's end with more file after it: read on from here.
@@ -412,6 +592,7 @@ fn scan_segment(
                         is_last,
                         within_window,
                         nonzero_end,
+                        segment.seed,
                     )
                     .map_err(|reason| corrupt(path, at, expected, reason))?;
                     break 'scan Some((reason, nonzero_end));
@@ -438,6 +619,7 @@ fn scan_segment(
     Ok(SegmentInfo {
         path: path.to_path_buf(),
         first_seq,
+        header,
         records,
         last_seq: (records > 0).then(|| expected - 1),
         data_end_bytes: offset,
@@ -446,6 +628,7 @@ fn scan_segment(
 
 /// Decides whether damage at file offset `offset` (whose following bytes are
 /// `tail`) is a torn tail — `Ok(reason)` — or corruption — `Err(reason)`.
+#[allow(clippy::too_many_arguments)]
 fn classify_damage(
     e: DecodeError,
     tail: &[u8],
@@ -454,6 +637,7 @@ fn classify_damage(
     is_last: bool,
     within_window: bool,
     nonzero_end: u64,
+    seed: Seed,
 ) -> Result<String, String> {
     let beyond = || {
         format!(
@@ -473,7 +657,7 @@ fn classify_damage(
             beyond()
         )),
         DecodeError::Truncated { .. } if within_window => Ok(format!("partial record: {e}")),
-        _ => match find_valid_record(tail, 1, expected) {
+        _ => match find_valid_record(tail, 1, expected, seed) {
             None if within_window => Ok(format!("last record damaged: {e}")),
             None => Err(format!(
                 "{e}, and no valid record after it, but {}",
@@ -524,7 +708,7 @@ fn has_zero_sector(buf: &[u8], base: u64, from: usize, to: usize) -> bool {
 /// by-byte search is fine; the seq and length filters keep it cheap, and the
 /// search stops past the torn window (anything found beyond it is
 /// corruption either way, which the window check reports).
-fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize> {
+fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64, seed: Seed) -> Option<usize> {
     let seq_max = expected_seq + (buf.len() / RECORD_HEADER_BYTES) as u64;
     let limit = buf.len();
     let mut at = from;
@@ -533,7 +717,7 @@ fn find_valid_record(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize
         let header = frame::Header::read(b).expect("a header's worth of bytes");
         if (expected_seq..=seq_max).contains(&header.seq)
             && header.len_bytes <= RECORD_PAYLOAD_BYTES_MAX
-            && frame::decode(b).is_ok()
+            && frame::decode_seeded(b, seed).is_ok()
         {
             return Some(at);
         }
@@ -560,12 +744,27 @@ pub fn repair(scan: &ShardScan) -> Result<(), RecoveryError> {
             .write(true)
             .open(&torn.segment)
             .map_err(io_error("open segment", &torn.segment))?;
-        // Truncating (rather than zeroing) releases the damaged blocks, so no
-        // stale bytes can ever be read back after later records.
-        file.set_len(torn.offset_bytes)
-            .map_err(io_error("truncate torn tail", &torn.segment))?;
+        // Punching a hole (rather than writing zeros) releases the damaged
+        // blocks, so no stale bytes can ever be read back after later
+        // records; keeping the size (rather than truncating) leaves a
+        // segment that is never shorter than preallocated, which recovery
+        // takes as a sign of lost data.
+        let len = file
+            .metadata()
+            .map_err(io_error("stat segment", &torn.segment))?
+            .len();
+        if len > torn.offset_bytes {
+            use nix::fcntl::{FallocateFlags, fallocate};
+            fallocate(
+                &file,
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                torn.offset_bytes as i64,
+                (len - torn.offset_bytes) as i64,
+            )
+            .map_err(|e| io_error("zero torn tail", &torn.segment)(e.into()))?;
+        }
         file.sync_all()
-            .map_err(io_error("fsync truncated segment", &torn.segment))?;
+            .map_err(io_error("fsync the cut segment", &torn.segment))?;
     }
     if !scan.tmp_files.is_empty() && scan.dir.exists() {
         File::open(&scan.dir)

@@ -54,11 +54,17 @@ use crate::constants::{
     INLINE_COMMIT_IDLE_US, PAGE_SIZE_BYTES, SEGMENT_SIZE_BYTES,
 };
 use crate::frame::{self, encoded_len_bytes};
+use crate::frame::{Kind as RecordKind, Seed, Stamp};
 use crate::io::{Completion, Io, Kind, Owner, Token};
 use crate::latency::{Recorder, Window};
+use crate::wal::lock::DirLock;
 use crate::wal::recovery::{self, ShardScan};
-use crate::wal::segment::{self, SegmentHeader, create_segment, preallocate, shard_dir};
+use crate::wal::segment::{
+    self, SEGMENT_VERSION, SegmentHeader, WalId, create_segment, preallocate, shard_dir,
+};
+use crate::wal::watermarks::{self, Marks, Recorded};
 use crate::wal::{Durability, DurableTail, WalError};
+use std::sync::Arc;
 
 /// What [`WalWriter::submit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -254,6 +260,23 @@ pub struct WalWriter {
     rotate_pending: bool,
     /// First seqs of the shard's segments, oldest first, for retention.
     segments: VecDeque<u64>,
+    /// This WAL's id.
+    wal_id: WalId,
+    /// The current segment's salt, and the crc seed it gives.
+    salt: u64,
+    seed: Seed,
+    /// A receiver's replica: the salt the next records were sealed with on
+    /// the source, which their segment here must have (the segment rotates
+    /// to it once idle).
+    wanted_salt: Option<u64>,
+    /// A replica ([`WalWriter::follow_salt`] was called): its records carry
+    /// crcs seeded with its source's salt, so a segment it rotates to by
+    /// size keeps the salt rather than drawing a new one.
+    follows: bool,
+    /// The watermarks recorded beside the segments.
+    marks: Arc<Marks>,
+    /// One writer per shard directory.
+    _lock: DirLock,
     /// (seq, append_ts_ns) of records as they become durable, for a
     /// consumer that does not read the records itself (the splice shipper
     /// measuring append → acked). Bounded; the oldest are dropped if the
@@ -270,14 +293,33 @@ pub struct WalWriter {
 impl WalWriter {
     /// Opens (recovering) or creates the WAL of `shard` under `dir`.
     ///
-    /// Recovery cuts a torn tail and removes leftovers (see
-    /// [`recovery`]), then syncs what it kept, so every record it reports is
-    /// durable. The returned scan says what was found.
+    /// Takes the shard directory's lock first: one process writes a WAL.
+    /// Recovery cuts a torn tail and removes leftovers (see [`recovery`]),
+    /// refuses lost data, then syncs what it kept, so every record it
+    /// reports is durable. The returned scan says what was found.
+    ///
+    /// `identity` is the WAL id this WAL must have (a receiver's replica
+    /// takes its source's): a WAL that exists under another id is refused,
+    /// and a new one is created with it. `None` keeps the WAL's own id, or
+    /// makes a random one for a new WAL (or one a version-1 build wrote).
+    /// Appends always go to a version-2 segment: a version-1 WAL gets a new
+    /// segment when it is opened.
     pub fn open(
         dir: &Path,
         shard: u32,
         durability: Durability,
         owner: Owner,
+    ) -> Result<(WalWriter, ShardScan), WalError> {
+        WalWriter::open_as(dir, shard, durability, owner, None)
+    }
+
+    /// [`WalWriter::open`] with the WAL id it must have (see there).
+    pub fn open_as(
+        dir: &Path,
+        shard: u32,
+        durability: Durability,
+        owner: Owner,
+        identity: Option<WalId>,
     ) -> Result<(WalWriter, ShardScan), WalError> {
         let sdir = shard_dir(dir, shard);
         std::fs::create_dir_all(&sdir).map_err(|source| WalError::Io {
@@ -285,12 +327,34 @@ impl WalWriter {
             path: sdir.clone(),
             source,
         })?;
+        let lock = DirLock::acquire(&sdir)?;
         if durability == Durability::Fsync {
             segment::sync_dir(dir)?;
         }
         recovery::drop_cached_tail(&sdir);
         let scan = recovery::scan_shard(&sdir, shard, |_| Ok(()))?;
         recovery::repair(&scan)?;
+        let known = [
+            scan.wal_id,
+            scan.recorded.map(|r| r.wal_id).unwrap_or_default(),
+        ]
+        .into_iter()
+        .find(|id| !id.is_none());
+        let wal_id = match (identity, known) {
+            (Some(wanted), Some(found)) if wanted != found => {
+                return Err(WalError::OtherWal {
+                    path: sdir,
+                    found,
+                    wanted,
+                });
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => WalId::random().map_err(|source| WalError::Io {
+                op: "make a WAL id",
+                path: sdir.clone(),
+                source,
+            })?,
+        };
 
         if durability == Durability::Fsync {
             // Records that survived a process kill, or that a `--durability
@@ -310,38 +374,66 @@ impl WalWriter {
             }
         }
         let mut stats = WalStats::new();
-        let (file, segment_path, segment_first_seq, write_offset_bytes) = match scan.segments.last()
-        {
-            Some(last) => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&last.path)
-                    .map_err(|source| WalError::Io {
-                        op: "open segment",
-                        path: last.path.clone(),
-                        source,
-                    })?;
-                // Re-reserve the space a torn-tail cut released.
-                preallocate(&file, &last.path)?;
-                (file, last.path.clone(), last.first_seq, last.data_end_bytes)
-            }
-            None => {
-                let header = SegmentHeader {
-                    shard,
-                    first_seq: scan.next_seq,
-                };
-                let file = create_segment(&sdir, header)?;
-                stats.segments_created += 1;
-                let path = sdir.join(segment::segment_file_name(scan.next_seq));
-                (
-                    file,
-                    path,
-                    scan.next_seq,
-                    crate::constants::SEGMENT_HEADER_BYTES as u64,
-                )
-            }
+        let new_salt = || {
+            segment::random_salt().map_err(|source| WalError::Io {
+                op: "make a segment salt",
+                path: sdir.clone(),
+                source,
+            })
         };
+        let (file, segment_path, segment_first_seq, write_offset_bytes, salt) =
+            match scan.segments.last() {
+                Some(last) if last.header.version >= SEGMENT_VERSION => {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&last.path)
+                        .map_err(|source| WalError::Io {
+                            op: "open segment",
+                            path: last.path.clone(),
+                            source,
+                        })?;
+                    // Re-reserve the space a torn-tail cut released.
+                    preallocate(&file, &last.path)?;
+                    (
+                        file,
+                        last.path.clone(),
+                        last.first_seq,
+                        last.data_end_bytes,
+                        last.header.salt,
+                    )
+                }
+                // No segment yet, or a version-1 one: appends go to a new
+                // version-2 segment (which replaces an empty version-1 one
+                // of the same name).
+                _ => {
+                    let salt = new_salt()?;
+                    let header = SegmentHeader::new(shard, scan.next_seq, wal_id, salt);
+                    let file = create_segment(&sdir, header)?;
+                    stats.segments_created += 1;
+                    let path = sdir.join(segment::segment_file_name(scan.next_seq));
+                    (
+                        file,
+                        path,
+                        scan.next_seq,
+                        crate::constants::SEGMENT_HEADER_BYTES as u64,
+                        salt,
+                    )
+                }
+            };
+        // Record where the WAL stands now, before anything is appended: a
+        // later recovery holds it to at least this.
+        let recorded = Recorded {
+            wal_id,
+            durable_seq: scan.next_seq - 1,
+            acked_seq: scan.recorded.map_or(0, |r| r.acked_seq),
+        };
+        watermarks::write(&sdir, &recorded).map_err(|source| WalError::Io {
+            op: "record the watermarks",
+            path: sdir.clone(),
+            source,
+        })?;
+        let marks = Marks::start(&sdir, recorded);
 
         let mut spares: Vec<Vec<u8>> = (0..COMMIT_BUFFERS_COUNT)
             .map(|_| Vec::with_capacity(COMMIT_BYTES_MAX))
@@ -366,12 +458,20 @@ impl WalWriter {
             order: VecDeque::with_capacity(COMMIT_CHAINS_MAX),
             durable_seq: scan.next_seq - 1,
             rotate_pending: false,
-            segments: scan
-                .segments
-                .iter()
-                .map(|s| s.first_seq)
-                .chain(scan.segments.is_empty().then_some(scan.next_seq))
-                .collect(),
+            segments: {
+                let mut firsts: VecDeque<u64> = scan.segments.iter().map(|s| s.first_seq).collect();
+                if firsts.back() != Some(&segment_first_seq) {
+                    firsts.push_back(segment_first_seq);
+                }
+                firsts
+            },
+            wal_id,
+            salt,
+            seed: Seed::of_salt(salt),
+            wanted_salt: None,
+            follows: false,
+            marks,
+            _lock: lock,
             durable_feed: None,
             direct: None,
             last_commit_done: None,
@@ -610,9 +710,11 @@ impl WalWriter {
         }
     }
 
-    /// Consumes an idle writer, returning its statistics.
+    /// Consumes an idle writer, returning its statistics; records the
+    /// final watermarks.
     pub fn into_stats(self) -> WalStats {
         assert!(self.is_idle(), "closing a WAL with commits in flight");
+        self.marks.persist();
         self.stats
     }
 
@@ -621,12 +723,26 @@ impl WalWriter {
         self.staged_bytes() == 0 && self.order.is_empty()
     }
 
-    /// Encodes one record into the next commit. Never allocates. `ring` is
-    /// the core's: O_DIRECT commit buffers are its registered buffers.
+    /// Encodes one data record into the next commit. Never allocates. `io`
+    /// is the shard's: O_DIRECT commit buffers are its registered buffers.
     pub fn stage(
         &mut self,
         io: &mut impl Io,
         append_ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<Stage, WalError> {
+        self.stage_kind(io, append_ts_ns, RecordKind::Data, false, payload)
+    }
+
+    /// Encodes one record of `kind` into the next commit, marked `continued`
+    /// when its payload goes on in the next record (a line split at the
+    /// maximum record size). A control record takes a seq like any other.
+    pub fn stage_kind(
+        &mut self,
+        io: &mut impl Io,
+        append_ts_ns: u64,
+        kind: RecordKind,
+        continued: bool,
         payload: &[u8],
     ) -> Result<Stage, WalError> {
         frame::check_payload(payload)?;
@@ -634,13 +750,19 @@ impl WalWriter {
             return Ok(full);
         }
         let seq = self.next_seq;
+        let stamp = Stamp {
+            append_ts_ns,
+            kind,
+            continued,
+            seed: self.seed,
+        };
         match self.direct.as_mut() {
-            None => frame::encode_into(&mut self.staging, seq, append_ts_ns, payload),
+            None => frame::encode_stamped_into(&mut self.staging, seq, stamp, payload),
             Some(d) => {
                 let buf = io
                     .fixed_buf_mut(d.staging)
                     .expect("staging is never in flight");
-                d.len += frame::encode_at(&mut buf[d.len..], seq, append_ts_ns, payload);
+                d.len += frame::encode_at(&mut buf[d.len..], seq, stamp, payload);
             }
         }
         self.staged(payload.len())
@@ -939,6 +1061,9 @@ impl WalWriter {
                     return Ok(None);
                 }
                 ChainState::InFlight | ChainState::ShortWrite if result < 0 => {
+                    // What the WAL reported may not all be on the disk any
+                    // more: the recorded watermarks stay where they were.
+                    self.marks.freeze();
                     return Err(WalError::SyncFailed {
                         path: self.segment_path.clone(),
                         shard: self.shard,
@@ -1012,6 +1137,7 @@ impl WalWriter {
                 }
             }
             self.durable_seq = chain.last_seq;
+            self.marks.set_durable(chain.last_seq);
             self.durable_offset_bytes = chain.file_offset_bytes + chain.data_end as u64;
             self.last_commit_done = Some(Instant::now());
             chain.state = ChainState::Idle;
@@ -1034,10 +1160,19 @@ impl WalWriter {
 
     fn rotate(&mut self) -> Result<(), WalError> {
         assert!(self.order.is_empty() && self.staged_bytes() == 0);
-        let header = SegmentHeader {
-            shard: self.shard,
-            first_seq: self.next_seq,
+        let salt = match self.wanted_salt.take() {
+            Some(salt) => salt,
+            None if self.follows => self.salt,
+            None => segment::random_salt().map_err(|source| WalError::Io {
+                op: "make a segment salt",
+                path: self.dir.clone(),
+                source,
+            })?,
         };
+        // A segment that holds no record yet is replaced, not followed: its
+        // name (its first seq) is the new one's too.
+        let replaces = self.segment_first_seq == self.next_seq;
+        let header = SegmentHeader::new(self.shard, self.next_seq, self.wal_id, salt);
         // The old file closes here; no operation on it is in flight.
         self.file = create_segment(&self.dir, header)?;
         self.segment_path = self.dir.join(segment::segment_file_name(self.next_seq));
@@ -1052,12 +1187,45 @@ impl WalWriter {
             })?;
         }
         self.segment_first_seq = self.next_seq;
-        self.segments.push_back(self.next_seq);
+        if !replaces {
+            self.segments.push_back(self.next_seq);
+        }
+        self.salt = salt;
+        self.seed = Seed::of_salt(salt);
         self.write_offset_bytes = crate::constants::SEGMENT_HEADER_BYTES as u64;
         self.durable_offset_bytes = self.write_offset_bytes;
         self.rotate_pending = false;
         self.stats.segments_created += 1;
         Ok(())
+    }
+
+    /// A receiver's replica: the records that follow were sealed on the
+    /// source in a segment with `salt`, and go, byte for byte, into a
+    /// segment with the same salt here. Once what is staged is durable, the
+    /// WAL moves to a new segment with it (replacing the current one if it
+    /// holds no record); until then [`WalWriter::stage_encoded`] says Full.
+    pub fn follow_salt(&mut self, salt: u64) {
+        self.follows = true;
+        self.wanted_salt = (salt != self.salt).then_some(salt);
+        if self.wanted_salt.is_some() {
+            self.rotate_pending = true;
+        }
+    }
+
+    /// This WAL's id.
+    pub fn wal_id(&self) -> WalId {
+        self.wal_id
+    }
+
+    /// The current segment's salt (0: none).
+    pub fn salt(&self) -> u64 {
+        self.salt
+    }
+
+    /// Records that the sink's destination acknowledged `seq`, for the
+    /// watermarks file.
+    pub fn note_acked(&self, seq: u64) {
+        self.marks.set_acked(seq);
     }
 }
 

@@ -37,6 +37,10 @@ pub(super) enum HandshakeError {
     Welcome(std::io::Error),
     #[error(transparent)]
     Refused(#[from] protocol::ProtocolError),
+    /// The receiver cannot take this WAL at all (another WAL id, an older
+    /// protocol): retrying cannot help.
+    #[error(transparent)]
+    Fatal(protocol::ProtocolError),
     #[error("the connect thread left no result")]
     Lost,
     #[error("cannot start a connect thread: {0}")]
@@ -58,9 +62,20 @@ fn handshake(peer: SocketAddr, hello: &Hello) -> Connected {
     let _ = stream.set_nodelay(true);
     protocol::set_keepalive(&stream);
     stream.write_all(&hello.encode()).map_err(SendHello)?;
-    let mut welcome = [0u8; WELCOME_BYTES];
-    stream.read_exact(&mut welcome).map_err(Welcome)?;
-    let peer_seq = protocol::decode_welcome(&welcome)?;
+    let mut prefix = [0u8; WELCOME_BYTES];
+    stream.read_exact(&mut prefix).map_err(Welcome)?;
+    let mut welcome = prefix.to_vec();
+    welcome.resize(WELCOME_BYTES + protocol::welcome_rest_bytes(&prefix)?, 0);
+    stream
+        .read_exact(&mut welcome[WELCOME_BYTES..])
+        .map_err(Welcome)?;
+    let welcome = protocol::decode_welcome(&welcome)?;
+    let peer_seq =
+        protocol::accept_welcome(&welcome, hello.wal_id).map_err(|e| match e {
+            e @ (protocol::ProtocolError::OtherWal { .. }
+            | protocol::ProtocolError::Version { .. }) => HandshakeError::Fatal(e),
+            e => HandshakeError::Refused(e),
+        })?;
     stream.set_read_timeout(None).map_err(Socket)?;
     stream.set_write_timeout(None).map_err(Socket)?;
     Ok((stream, peer_seq))

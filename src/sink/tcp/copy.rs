@@ -58,83 +58,81 @@ impl TcpSink {
     ) -> Result<(), SinkError> {
         let zc = self.config.send_mode == SendMode::Zc;
         let tail = wal.durable_tail();
-        loop {
-            let window_bytes = self.window.room_bytes();
-            if window_bytes == 0
-                || self.window.room_records() == 0
-                || self.send_seq > tail.durable_seq
-            {
-                return Ok(());
-            }
-            let end = self.reader.readable_end(tail)?;
-            let want = (end.saturating_sub(self.reader.offset_bytes()))
-                .min(SEND_CHUNK_BYTES as u64)
-                .min(window_bytes) as usize;
-            if zc {
-                match self.zc_from_commit_buffer(io, wal, want)? {
-                    Some(()) => return Ok(()),
-                    None if self.zc_buffer_busy(io) => {
-                        // Its notification is a completion: ship runs again
-                        // then.
-                        return Ok(());
-                    }
-                    None => {}
-                }
-            }
-            let mut copy_buf = if zc {
-                None
-            } else {
-                let mut buf = self.send_buf.take().expect("checked by ship");
-                buf.clear();
-                buf.resize(want, 0);
-                Some(buf)
-            };
-            let n = match copy_buf.as_mut() {
-                Some(buf) => self.reader.read_at_cursor(buf)?,
-                None => {
-                    let index = self.zc.buffer.expect("zc has its buffer");
-                    let buf = &mut io.fixed_buf_mut(index).expect("checked above")[..want];
-                    self.reader.read_at_cursor(buf)?
-                }
-            };
-            let walked = match copy_buf.as_ref() {
-                Some(buf) => self.walk_chunk(&buf[..n], tail)?,
-                None => {
-                    let index = self.zc.buffer.expect("zc has its buffer");
-                    self.walk_chunk(&io.fixed_buf(index)[..n], tail)?
-                }
-            };
-            if walked.bytes == 0 {
-                if let Some(buf) = copy_buf {
-                    self.send_buf = Some(buf);
-                }
-                if self.reader.in_current_segment(tail) || !walked.end_of_segment {
-                    // Caught up with the durable tail, or the window cannot
-                    // take the next record until acks free it.
-                    return Ok(());
-                }
-                // The end of a sealed segment: the next one starts at send_seq.
-                tracing::trace!(next = self.send_seq, "end of a sealed segment");
-                self.reader.next_segment(self.send_seq)?;
-                continue;
-            }
-            match copy_buf {
-                Some(mut buf) => {
-                    self.chunk_taken(walked.bytes);
-                    buf.truncate(walked.bytes);
-                    self.counters.copy_bytes += walked.bytes as u64;
-                    let token = self.link.token(Kind::Send);
-                    if io.send(self.stream(), buf, 0, token).is_err() {
-                        panic!("ring full: RING_SLOTS_MAX must cover the sink");
-                    }
-                }
-                None => {
-                    let index = self.zc.buffer.expect("zc has its buffer");
-                    self.send_zc_chunk(io, index, 0, walked.bytes);
-                }
-            }
+        let window_bytes = self.window.room_bytes();
+        if window_bytes == 0 || self.window.room_records() == 0 || self.send_seq > tail.durable_seq
+        {
             return Ok(());
         }
+        let end = self.reader.readable_end(tail)?;
+        let want = (end.saturating_sub(self.reader.offset_bytes()))
+            .min(SEND_CHUNK_BYTES as u64)
+            .min(window_bytes) as usize;
+        if zc {
+            match self.zc_from_commit_buffer(io, wal, want)? {
+                Some(()) => return Ok(()),
+                None if self.zc_buffer_busy(io) => {
+                    // Its notification is a completion: ship runs again
+                    // then.
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        let mut copy_buf = if zc {
+            None
+        } else {
+            let mut buf = self.send_buf.take().expect("checked by ship");
+            buf.clear();
+            buf.resize(want, 0);
+            Some(buf)
+        };
+        let n = match copy_buf.as_mut() {
+            Some(buf) => self.reader.read_at_cursor(buf)?,
+            None => {
+                let index = self.zc.buffer.expect("zc has its buffer");
+                let buf = &mut io.fixed_buf_mut(index).expect("checked above")[..want];
+                self.reader.read_at_cursor(buf)?
+            }
+        };
+        let walked = match copy_buf.as_ref() {
+            Some(buf) => self.walk_chunk(&buf[..n], tail)?,
+            None => {
+                let index = self.zc.buffer.expect("zc has its buffer");
+                self.walk_chunk(&io.fixed_buf(index)[..n], tail)?
+            }
+        };
+        if walked.bytes == 0 {
+            if let Some(buf) = copy_buf {
+                self.send_buf = Some(buf);
+            }
+            if self.reader.in_current_segment(tail) || !walked.end_of_segment {
+                // Caught up with the durable tail, or the window cannot
+                // take the next record until acks free it.
+                return Ok(());
+            }
+            // The end of a sealed segment: the next one starts at
+            // send_seq, and the peer hears of it first.
+            tracing::trace!(next = self.send_seq, "end of a sealed segment");
+            self.reader.next_segment(self.send_seq)?;
+            self.send_segment_frame(io);
+            return Ok(());
+        }
+        match copy_buf {
+            Some(mut buf) => {
+                self.chunk_taken(walked.bytes);
+                buf.truncate(walked.bytes);
+                self.counters.copy_bytes += walked.bytes as u64;
+                let token = self.link.token(Kind::Send);
+                if io.send(self.stream(), buf, 0, token).is_err() {
+                    panic!("ring full: RING_SLOTS_MAX must cover the sink");
+                }
+            }
+            None => {
+                let index = self.zc.buffer.expect("zc has its buffer");
+                self.send_zc_chunk(io, index, 0, walked.bytes);
+            }
+        }
+        Ok(())
     }
 
     /// Accounts a send's result (copy or zero-copy): `Some(offset)` when
@@ -154,7 +152,9 @@ impl TcpSink {
             Some(sent)
         } else {
             self.send_progress = None;
-            self.window.note_sent(self.chunk_last_seq);
+            if !std::mem::take(&mut self.frame_in_flight) {
+                self.window.note_sent(self.chunk_last_seq);
+            }
             None
         }
     }
@@ -164,6 +164,7 @@ impl TcpSink {
         let buf = c.buf.expect("a send hands its buffer back");
         if !current {
             self.send_progress = None;
+            self.frame_in_flight = false;
             self.send_buf = Some(buf);
             return;
         }

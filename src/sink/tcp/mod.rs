@@ -48,6 +48,7 @@ use crate::constants::{SEND_CHUNK_BYTES, SEND_ZC_IN_FLIGHT_MAX, SPLICE_MIN_BYTES
 use crate::io::{Completion, Io, Kind, Owner};
 use crate::latency::{Recorder, Window as LatencyWindow};
 use crate::protocol::{self, ACK_BYTES, Hello};
+use crate::wal::segment::WalId;
 use crate::wal::{DurableTail, WalReader, WalWriter};
 
 /// How the sink moves bytes from segment to socket.
@@ -144,6 +145,11 @@ pub struct TcpSink {
     send_progress: Option<(usize, usize)>,
     /// The ack RECV's buffer while none is in flight.
     recv_buf: Option<Vec<u8>>,
+    /// A Segment frame (protocol.rs) must go before the next record: the
+    /// cursor moved to a segment the peer has not been told about.
+    segment_frame_due: bool,
+    /// The send in flight is a Segment frame, not records.
+    frame_in_flight: bool,
     splice: SpliceState,
     zc: ZcState,
     counters: Counters,
@@ -165,6 +171,8 @@ impl TcpSink {
             send_buf: Some(Vec::with_capacity(SEND_CHUNK_BYTES)),
             send_progress: None,
             recv_buf: Some(vec![0u8; ACK_RECV_BYTES]),
+            segment_frame_due: false,
+            frame_in_flight: false,
             splice: SpliceState::default(),
             zc: ZcState::default(),
             counters: Counters::default(),
@@ -220,11 +228,29 @@ impl TcpSink {
             self.link.stale_ops += ops;
         }
         self.window.reset();
+        self.frame_in_flight = false;
+    }
+
+    /// Sends the Segment frame that announces the cursor's segment (its
+    /// salt, and the seq the next record has) before any of its records:
+    /// one small copy SEND per segment.
+    fn send_segment_frame(&mut self, io: &mut impl Io) {
+        let frame = protocol::encode_segment_frame(self.reader.segment_salt(), self.send_seq);
+        let mut buf = self.send_buf.take().expect("checked by ship");
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        self.segment_frame_due = false;
+        self.frame_in_flight = true;
+        self.send_progress = Some((buf.len(), 0));
+        let token = self.link.token(Kind::Send);
+        if io.send(self.stream(), buf, 0, token).is_err() {
+            panic!("ring full: RING_SLOTS_MAX must cover the sink");
+        }
     }
 
     /// Starts a connect attempt, once the dead connection's operations are
     /// over (its fds are released only after them).
-    fn connect(&mut self, io: &mut impl Io) {
+    fn connect(&mut self, io: &mut impl Io, wal_id: WalId) {
         let ops_in_flight = self.link.stale_ops > 0
             || self.zc.ops > 0
             || self.send_progress.is_some()
@@ -234,10 +260,7 @@ impl TcpSink {
             self.link.schedule_retry();
             return;
         }
-        let hello = Hello {
-            source: self.config.source.clone(),
-            shard: self.shard,
-        };
+        let hello = Hello::new(self.config.source.clone(), self.shard, wal_id);
         self.link.start_connect(io, hello);
     }
 
@@ -251,6 +274,7 @@ impl TcpSink {
         };
         let (stream, peer_seq) = match result {
             Ok(ok) => ok,
+            Err(conn::HandshakeError::Fatal(e)) => return Err(SinkError::Refused(e)),
             Err(why) => {
                 tracing::debug!(peer = %self.config.peer, "cannot reach the peer: {why}");
                 self.link.schedule_retry();
@@ -283,6 +307,7 @@ impl TcpSink {
                 Some(crate::io::pipe::splice_pipe(SEND_CHUNK_BYTES).map_err(SinkError::Pipe)?);
         }
         self.send_seq = peer_seq + 1;
+        self.segment_frame_due = true;
         self.window.acked_seq = peer_seq;
         self.link.connected(stream);
         self.counters.connects += 1;
@@ -333,7 +358,7 @@ impl Sink for TcpSink {
         }
         if self.link.stream.is_none() {
             if !self.link.backing_off() {
-                self.connect(io);
+                self.connect(io, wal.wal_id());
             }
             return Ok(());
         }
@@ -351,7 +376,9 @@ impl Sink for TcpSink {
             && !self.splice.busy()
             && self.link.stale_ops == 0
             && self.zc.ops < SEND_ZC_IN_FLIGHT_MAX;
-        if idle {
+        if idle && self.segment_frame_due {
+            self.send_segment_frame(io);
+        } else if idle {
             // A small durable increment (the steady trickle of a paced
             // source) goes by copy: one inline send beats splice's io-wq
             // round trip, and there is little to save by not copying.
