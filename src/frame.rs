@@ -82,6 +82,23 @@ const KIND_MASK: u32 = 0xF;
 const CONTINUED_BIT: u32 = 1 << 28;
 /// Bits that must be zero.
 const RESERVED_MASK: u32 = 0xE000_0000;
+
+/// A payload length with a kind and the continuation flag, packed as in a
+/// record's length field (the inbox's entries use it too).
+pub(crate) fn pack_len_kind(len_bytes: usize, kind: Kind, continued: bool) -> u32 {
+    debug_assert!(len_bytes <= RECORD_PAYLOAD_BYTES_MAX);
+    len_bytes as u32 | kind.bits() << KIND_SHIFT | if continued { CONTINUED_BIT } else { 0 }
+}
+
+/// The reverse of [`pack_len_kind`], for a field this process packed.
+pub(crate) fn unpack_len_kind(field: u32) -> (usize, Kind, bool) {
+    let kind = Kind::from_bits(field >> KIND_SHIFT & KIND_MASK).expect("packed by this process");
+    (
+        (field & LEN_MASK) as usize,
+        kind,
+        field & CONTINUED_BIT != 0,
+    )
+}
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX as u32 <= LEN_MASK);
 
 /// The crc seed of a segment: 0 for version 1 (no salt), else derived from

@@ -103,6 +103,14 @@ pub mod internals {
         };
     }
 
+    pub mod source {
+        pub use crate::source::lines::{IngestReport, LineOptions, feed_lines, feed_lines_with};
+    }
+
+    pub mod shard {
+        pub use crate::shard::{Batch, InboxSender};
+    }
+
     pub mod latency {
         pub use crate::latency::{INTERVAL_NS, Recorder, Window, histogram};
     }

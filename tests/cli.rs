@@ -42,6 +42,8 @@ fn numeric_flags_out_of_range_exit_2_naming_the_range() {
         (&["--shard", "256"][..], "0..256"),
         (&["--retain-segments", "-1"][..], "--retain-segments"),
         (&["--spin-us", "10001"][..], "--spin-us"),
+        (&["--cores", "0"][..], "--cores"),
+        (&["--cores", "2"][..], "goes to one shard"),
     ] {
         let o = ship(tmp.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
@@ -62,6 +64,14 @@ fn numeric_flags_out_of_range_exit_2_naming_the_range() {
             "0 to 1000000",
         ),
         (&["dump", "--dir", "x", "--shard", "999"][..], "0..256"),
+        (
+            &["receive", "--dir", "x", "--listen", "unix:/tmp/r.sock"][..],
+            "TCP only",
+        ),
+        (
+            &["receive", "--dir", "x", "--listen", "7070"][..],
+            "not HOST:PORT",
+        ),
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -300,3 +300,48 @@ fn one_core_serves_many_connections_at_once() {
         );
     }
 }
+
+/// A version-2 shipper must announce each segment's salt before its
+/// records: a record before any Segment frame, or a Segment frame that
+/// names another seq than the next, closes the connection and writes
+/// nothing.
+#[test]
+fn records_without_their_segment_frame_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, stopper, handle) = start(tmp.path());
+
+    let mut s = connect(addr);
+    s.write_all(&Hello::new("noframe".into(), 0, wal_id("noframe")).encode())
+        .unwrap();
+    assert_eq!(read_welcome(&mut s), (0, 0));
+    s.write_all(&records(1..=5)).unwrap();
+    assert!(closed(&mut s));
+
+    let mut s = connect(addr);
+    s.write_all(&Hello::new("wrongseq".into(), 0, wal_id("wrongseq")).encode())
+        .unwrap();
+    assert_eq!(read_welcome(&mut s), (0, 0));
+    s.write_all(&protocol::encode_segment_frame(SALT, 7))
+        .unwrap();
+    s.write_all(&records(1..=5)).unwrap();
+    assert!(closed(&mut s));
+
+    // Records under another salt than the frame announced fail their crc.
+    let mut s = connect(addr);
+    s.write_all(&Hello::new("wrongsalt".into(), 0, wal_id("wrongsalt")).encode())
+        .unwrap();
+    assert_eq!(read_welcome(&mut s), (0, 0));
+    s.write_all(&protocol::encode_segment_frame(SALT ^ 1, 1))
+        .unwrap();
+    s.write_all(&records(1..=5)).unwrap();
+    assert!(closed(&mut s));
+
+    stopper.stop();
+    handle.join().unwrap();
+    for source in ["noframe", "wrongseq", "wrongsalt"] {
+        assert!(
+            dump_lines(&tmp.path().join(source)).is_empty(),
+            "{source} wrote records"
+        );
+    }
+}

@@ -136,3 +136,37 @@ pub(crate) fn number_in(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, Stri
         )),
     }
 }
+
+/// A listen address: `HOST:PORT`, or `unix:PATH` for a Unix socket
+/// (docs/cli.md). Every `--*-listen` flag takes both forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListenAddr {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => f.write_str(addr),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Parses a [`ListenAddr`].
+pub(crate) fn listen_addr(text: &str) -> Result<ListenAddr, String> {
+    match text.strip_prefix("unix:") {
+        Some("") => Err("unix: needs a path, as in unix:/run/ringship.sock".into()),
+        Some(path) => Ok(ListenAddr::Unix(path.into())),
+        None if text
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) =>
+        {
+            Ok(ListenAddr::Tcp(text.to_string()))
+        }
+        None => Err(format!(
+            "{text:?} is not HOST:PORT (as in 127.0.0.1:7070 or [::1]:7070) or unix:PATH"
+        )),
+    }
+}

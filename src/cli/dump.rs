@@ -5,23 +5,28 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::{EXIT_OK, Failure, shards_to_read};
-use crate::frame::RecordRef;
+use crate::frame::{Kind, RecordRef};
 use crate::wal::recovery::{self};
 use crate::wal::segment::shard_dir;
 use crate::wal::{ReadError, WalReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(super) enum DumpFormat {
-    /// The payload of each record, one per line, byte-exact.
+    /// The payload of each data record, one per line, byte-exact; a line
+    /// stored as continued pieces is printed whole.
     Text,
-    /// One JSON object per line: shard, seq, append_ts_ns and payload
-    /// (`payload` when it is UTF-8, else `payload_hex`).
+    /// One JSON object per record, control records included: shard, seq,
+    /// append_ts_ns, kind, continued (when set) and payload (`payload` when
+    /// it is UTF-8, else `payload_hex`).
     Json,
 }
 
 /// Print the records of a WAL, in seq order, shard by shard.
 ///
-/// Reads only: a torn tail is reported on stderr and not printed.
+/// Text prints data records only (control records, such as a followed
+/// file's checkpoints, with --all); JSON prints every record with its kind.
+/// Reads only, without the writer's lock: a torn tail is reported on
+/// stderr and not printed.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     ringship dump --dir wal > lines.txt\n  \
@@ -38,6 +43,10 @@ pub(super) struct DumpArgs {
     from_seq: u64,
     #[arg(long, value_enum, default_value_t = DumpFormat::Text)]
     format: DumpFormat,
+    /// Text: print control records too, each as one line
+    /// `# <kind> seq <N>: <payload>` (JSON always prints them).
+    #[arg(long)]
+    all: bool,
 }
 
 pub(super) fn run(args: DumpArgs) -> Result<i32, Failure> {
@@ -47,10 +56,27 @@ pub(super) fn run(args: DumpArgs) -> Result<i32, Failure> {
     for shard in shards {
         let visit = |record: RecordRef<'_>| -> io::Result<()> {
             match args.format {
-                DumpFormat::Text => {
+                DumpFormat::Text if record.kind == Kind::Data => {
                     out.write_all(record.payload)?;
+                    // A piece of a split line: the next record goes on with it.
+                    if record.continued {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                }
+                DumpFormat::Text if args.all => {
+                    let kind = serde_json::to_value(record.kind).expect("serialises");
+                    write!(
+                        out,
+                        "# {} seq {}: ",
+                        kind.as_str().unwrap_or("?"),
+                        record.seq
+                    )?;
+                    out.write_all(&escape_newlines(record.payload))?;
                     out.write_all(b"\n")
                 }
+                DumpFormat::Text => Ok(()),
                 DumpFormat::Json => write_json_record(&mut out, shard, &record),
             }
         };
@@ -101,6 +127,9 @@ fn write_json_record(out: &mut impl Write, shard: u32, record: &RecordRef<'_>) -
         shard: u32,
         seq: u64,
         append_ts_ns: u64,
+        kind: Kind,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        continued: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         payload: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,11 +140,26 @@ fn write_json_record(out: &mut impl Write, shard: u32, record: &RecordRef<'_>) -
         shard,
         seq: record.seq,
         append_ts_ns: record.append_ts_ns,
+        kind: record.kind,
+        continued: record.continued,
         payload: text,
         payload_hex: text.is_none().then(|| hex(record.payload)),
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")
+}
+
+/// A control record's payload on one text line: `\n` and `\\` escaped.
+fn escape_newlines(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b => out.push(b),
+        }
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

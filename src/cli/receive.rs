@@ -1,7 +1,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::{EXIT_OK, Failure, SpinArgs, counted};
+use super::{EXIT_OK, Failure, ListenAddr, SpinArgs, counted, listen_addr};
 use crate::receive::{Receiver, ReceiverConfig};
 use crate::wal::Durability;
 
@@ -16,10 +16,11 @@ use crate::wal::Durability;
     ringship receive --dir /var/lib/ringship-recv\n  \
     ringship receive --listen 127.0.0.1:0 --dir recv   # prints the port it got")]
 pub(super) struct ReceiveArgs {
-    /// Address to listen on. A non-loopback address needs --insecure until
-    /// authentication is built.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    listen: String,
+    /// Address to listen on, HOST:PORT. A non-loopback address needs
+    /// --insecure (plaintext off loopback) until TLS is built. (unix:PATH,
+    /// the other listen form, is not served by receive yet.)
+    #[arg(long, default_value = "127.0.0.1:7070", value_parser = listen_addr)]
+    listen: ListenAddr,
     /// Where to store what shippers send: DIR/<source>/<shard>/, each a WAL
     /// in the shipper's own format.
     #[arg(long)]
@@ -43,8 +44,17 @@ pub(super) struct ReceiveArgs {
 
 pub(super) fn run(args: ReceiveArgs) -> Result<i32, Failure> {
     use std::net::ToSocketAddrs;
-    let addr = args
-        .listen
+    let listen = match &args.listen {
+        ListenAddr::Tcp(addr) => addr,
+        ListenAddr::Unix(_) => {
+            return Err(Failure::usage(format!(
+                "--listen {}: receive serves TCP only for now (shippers connect with --peer \
+                 HOST:PORT); pass HOST:PORT",
+                args.listen
+            )));
+        }
+    };
+    let addr = listen
         .to_socket_addrs()
         .map_err(|e| Failure::usage(format!("--listen {}: {e}", args.listen)))?
         .next()

@@ -36,6 +36,12 @@ pub(super) struct ShipArgs {
     /// Shard (and core) this input goes to, 0 to 255.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..crate::constants::SHARDS_MAX as i64))]
     shard: u32,
+    /// Shards (cores) this process runs. An --input stream is one ordered
+    /// sequence, so it takes one shard: 1, the default, is all --input
+    /// allows. (Sources that can be spread over cores, followed files and
+    /// the ingest socket, come later.)
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=crate::constants::SHARDS_MAX as i64))]
+    cores: u32,
     /// CPU to pin the core to, counted among those this process may use
     /// (default: the shard number modulo the CPUs).
     #[arg(long, allow_negative_numbers = true, value_parser = cpu_index)]
@@ -140,6 +146,13 @@ pub(super) fn run(args: ShipArgs) -> Result<i32, Failure> {
 
 fn ship(args: ShipArgs) -> Result<i32, Failure> {
     check_shard(args.shard)?;
+    if args.cores != 1 {
+        return Err(Failure::usage(format!(
+            "--cores {}: an --input stream is one ordered sequence and goes to one shard; \
+             --cores must be 1 (use --shard to choose which)",
+            args.cores
+        )));
+    }
     if args.peer.is_none() {
         // A bad name is a mistake whether or not it is used.
         if let Some(name) = &args.source {

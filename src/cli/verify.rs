@@ -44,12 +44,27 @@ fn print_verify(scan: &ShardScan) {
         (Some(first), Some(last)) => format!("seq {first}..{last}"),
         _ => "no records".into(),
     };
+    let control = if scan.control_records > 0 {
+        format!(" ({} of them control)", scan.control_records)
+    } else {
+        String::new()
+    };
     crate::outln!(
-        "shard {}: {}, {}, {seqs}",
+        "shard {}: {}, {}{control}, {seqs}",
         scan.shard,
         counted(scan.segments.len() as u64, "segment"),
         counted(scan.records, "record")
     );
+    if !scan.wal_id.is_none() {
+        crate::outln!("  WAL id {}", scan.wal_id);
+    }
+    if let Some(recorded) = scan.recorded {
+        crate::outln!(
+            "  recorded durable seq {}, acked seq {}",
+            recorded.durable_seq,
+            recorded.acked_seq
+        );
+    }
     for seg in &scan.segments {
         let name = seg
             .path

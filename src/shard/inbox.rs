@@ -10,7 +10,9 @@
 //! a read of that eventfd in flight on its ring, so the write wakes it at once;
 //! no timer or poll is involved.
 //!
-//! Batch layout, repeated: `len: u32 LE | append_ts_ns: u64 LE | payload`.
+//! Batch layout, repeated: `len_kind: u32 LE | append_ts_ns: u64 LE | payload`,
+//! where `len_kind` packs the payload length, the record kind and the
+//! continuation flag as a record's length field does (frame.rs).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -19,7 +21,17 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::constants::{INBOX_BATCH_BYTES, INBOX_BATCHES_COUNT, INBOX_ENTRY_HEADER_BYTES};
-use crate::frame::{TooLarge, check_payload};
+use crate::frame::{Kind, TooLarge, check_payload, pack_len_kind, unpack_len_kind};
+
+/// One entry of a batch, as the core stages it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub append_ts_ns: u64,
+    pub kind: Kind,
+    /// The payload goes on in the next entry (a split line).
+    pub continued: bool,
+    pub payload: &'a [u8],
+}
 
 /// A fixed-capacity buffer of inbox entries.
 pub struct Batch {
@@ -44,32 +56,51 @@ impl Batch {
         self.bytes.is_empty()
     }
 
-    /// Appends one entry. The caller checks [`Batch::has_room`] first.
+    /// Appends one data record. The caller checks [`Batch::has_room`] first.
     pub fn push(&mut self, append_ts_ns: u64, payload: &[u8]) -> Result<(), TooLarge> {
+        self.push_kind(append_ts_ns, Kind::Data, false, payload)
+    }
+
+    /// Appends one record of `kind`, `continued` if the next entry goes on
+    /// with its payload. The caller checks [`Batch::has_room`] first.
+    pub fn push_kind(
+        &mut self,
+        append_ts_ns: u64,
+        kind: Kind,
+        continued: bool,
+        payload: &[u8],
+    ) -> Result<(), TooLarge> {
         check_payload(payload)?;
         assert!(self.has_room(payload.len()), "batch overflow");
         self.bytes
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            .extend_from_slice(&pack_len_kind(payload.len(), kind, continued).to_le_bytes());
         self.bytes.extend_from_slice(&append_ts_ns.to_le_bytes());
         self.bytes.extend_from_slice(payload);
         self.records += 1;
         Ok(())
     }
 
-    /// Decodes the entry at `cursor`: (append_ts_ns, payload, next cursor).
-    /// Entries were written by [`Batch::push`] in this process, so the
+    /// Decodes the entry at `cursor`, and the cursor of the next one.
+    /// Entries were written by [`Batch::push_kind`] in this process, so the
     /// layout is trusted; bounds are still asserted.
-    pub fn entry_at(&self, cursor: usize) -> Option<(u64, &[u8], usize)> {
+    pub fn entry_at(&self, cursor: usize) -> Option<(Entry<'_>, usize)> {
         if cursor >= self.bytes.len() {
             return None;
         }
         let b = &self.bytes[cursor..];
         assert!(b.len() >= INBOX_ENTRY_HEADER_BYTES);
-        let len = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
+        let (len, kind, continued) =
+            unpack_len_kind(u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")));
         let ts = u64::from_le_bytes(b[4..12].try_into().expect("8 bytes"));
         let end = INBOX_ENTRY_HEADER_BYTES + len;
         assert!(end <= b.len());
-        Some((ts, &b[INBOX_ENTRY_HEADER_BYTES..end], cursor + end))
+        let entry = Entry {
+            append_ts_ns: ts,
+            kind,
+            continued,
+            payload: &b[INBOX_ENTRY_HEADER_BYTES..end],
+        };
+        Some((entry, cursor + end))
     }
 
     fn clear(&mut self) {

@@ -125,8 +125,8 @@ impl Intake<'_> {
                 }
             }
             let (batch, cursor) = self.pending.as_mut().expect("set above");
-            while let Some((ts, payload, next)) = batch.entry_at(*cursor) {
-                match wal.stage(ring, ts, payload)? {
+            while let Some((e, next)) = batch.entry_at(*cursor) {
+                match wal.stage_kind(ring, e.append_ts_ns, e.kind, e.continued, e.payload)? {
                     Stage::Staged(seq) => {
                         first_appended_seq.get_or_insert(seq);
                         *cursor = next;

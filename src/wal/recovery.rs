@@ -8,14 +8,22 @@
 //! |---|---|
 //! | clean | nothing |
 //! | the last segment's cached pages hold records its disk lost (a failed fdatasync) | the writer drops its clean cached pages first ([`drop_cached_tail`]), so the scan sees the disk's bytes and, usually, a torn tail |
-//! | torn tail: a partial record, a bad crc on the last record, a zeroed preallocated tail, or — within [`RECOVERY_TORN_WINDOW_BYTES`] of the end of the last segment — unwritten space followed by never-synced records | report it; the writer truncates to the last valid record |
+//! | torn tail: a partial record, a bad crc on the last record, a zeroed preallocated tail, or — within [`RECOVERY_TORN_WINDOW_BYTES`] of the end of the last segment — unwritten space followed by never-synced records | report it; the writer zeroes it in place (the segment keeps its size) |
 //! | a corrupt record followed by valid ones (corrupt middle), damage deeper than that window, or any damage in a segment that is not the last | refuse, naming the segment and byte offset |
-//! | a gap in the segment sequence, or a seq that does not follow its predecessor | refuse |
+//! | a gap in the segment sequence, or a seq that does not follow its predecessor | refuse, naming the missing seqs |
+//! | a version-2 segment shorter than its preallocated size (cut by hand: the writer never shortens one) | refuse, naming the seqs lost |
+//! | fewer records than the durable seq the WAL recorded (`watermarks`): a torn tail that reaches into reported-durable records, a deleted last segment | refuse, naming the seqs lost |
+//! | an oldest segment after the recorded acked seq + 1 (retention deletes only acked segments) | refuse, naming the seqs lost |
+//! | segments of two WAL ids, or a watermarks file of another | refuse |
+//! | a stale record of a reused segment's earlier life | never returned: its crc is seeded with another salt, so it reads as damage |
 //!
 //! Why damage at the end is a torn tail: the WAL writes in order and reports
 //! a seq durable only when every byte before it is synced, so a crash can
 //! leave damage only in the bytes that were still in flight, and at most
 //! [`RECOVERY_TORN_WINDOW_BYTES`] (every commit chain, full) can be in flight.
+//! The watermarks file bounds it from the other side: records at or below
+//! the durable seq it recorded were reported durable, so damage there is
+//! loss, never a tail to cut.
 //!
 //! Why a torn tail may have valid records *after* the damage: after a power
 //! cut, pages reach the disk in any order, so an unsynced commit can leave a
