@@ -676,3 +676,32 @@ fn records_only_the_page_cache_holds_are_not_trusted() {
     drop(writer);
     assert!(dump_lines(&wal).is_empty());
 }
+
+/// `--durability none` promises only a process crash's survival: after a
+/// machine crash its recorded durable seq may be ahead of the disk. That
+/// shortfall is the loss the mode accepts, not a refusal.
+#[test]
+fn a_durability_none_wal_may_end_below_what_it_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(append(tmp.path(), Durability::None, &lines(1..=N)), N);
+    let recorded = watermarks::read(&shard_dir(tmp.path(), 0)).unwrap().unwrap();
+    assert!(recorded.page_cache_only);
+    assert_eq!(recorded.durable_seq, N);
+    // The last 10 records never reached the disk: zeros.
+    let seg = scan(tmp.path()).unwrap().segments[0].path.clone();
+    let (at, _) = record_span(N - 9);
+    let (end, len) = record_span(N);
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&vec![0; (end + len - at) as usize], at)
+        .unwrap();
+    assert_eq!(scan(tmp.path()).unwrap().last_seq, Some(N - 10));
+    assert_eq!(
+        append(tmp.path(), Durability::Fsync, &lines(N - 9..=N)),
+        N,
+        "the WAL opens and continues"
+    );
+    assert_eq!(dump_lines(tmp.path()), lines(1..=N));
+}

@@ -73,3 +73,21 @@ impl DirLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_pid_until_the_first_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(tmp.path()).unwrap();
+        // flock conflicts between open file descriptions, even in one process.
+        match DirLock::acquire(tmp.path()) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(first);
+        DirLock::acquire(tmp.path()).unwrap();
+    }
+}

@@ -418,7 +418,17 @@ fn check_recorded(shard_dir: &Path, scan: &ShardScan) -> Result<(), RecoveryErro
         });
     }
     let found = scan.next_seq - 1;
-    if found < recorded.durable_seq {
+    if found < recorded.durable_seq && recorded.page_cache_only {
+        // `--durability none` promised only a process crash's survival.
+        tracing::warn!(
+            dir = %shard_dir.display(),
+            "the WAL recorded seq {} written with --durability none, but its segments end at seq {found}: \
+             seqs {} ..= {} were lost (a machine crash loses what that mode never synced)",
+            recorded.durable_seq,
+            found + 1,
+            recorded.durable_seq
+        );
+    } else if found < recorded.durable_seq {
         return Err(RecoveryError::Lost {
             dir: shard_dir.to_path_buf(),
             recorded: recorded.durable_seq,

@@ -16,13 +16,19 @@
 //! ```text
 //!  0   8   magic        b"RSHIPWMK"
 //!  8   4   version      1
-//!  12  4   zero
+//!  12  4   flags        bit 0: page cache only (see below); others zero
 //!  16  16  wal_id
 //!  32  8   durable_seq
 //!  40  8   acked_seq    0 without a sink
 //!  48  4   crc32c       over bytes 0 .. 48
 //!  52  12  zero
 //! ```
+//!
+//! **`--durability none`.** There "durable" means written to the page cache,
+//! which a machine crash may lose while the renamed file survives. Such a
+//! WAL records its watermarks with the *page cache only* flag and without
+//! fsyncs, and recovery takes a shortfall against them as the loss that
+//! mode accepts, with a warning, rather than refusing the WAL.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -40,6 +46,7 @@ const TMP_NAME: &str = "watermarks.tmp";
 const MAGIC: [u8; 8] = *b"RSHIPWMK";
 const VERSION: u32 = 1;
 const FILE_BYTES: usize = 64;
+const FLAG_PAGE_CACHE_ONLY: u32 = 1;
 
 /// What a WAL last recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +54,9 @@ pub struct Recorded {
     pub wal_id: WalId,
     pub durable_seq: u64,
     pub acked_seq: u64,
+    /// The WAL runs with `--durability none`: its durable seq survives a
+    /// process crash, not a machine crash.
+    pub page_cache_only: bool,
 }
 
 impl Recorded {
@@ -54,6 +64,12 @@ impl Recorded {
         let mut b = [0u8; FILE_BYTES];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        let flags = if self.page_cache_only {
+            FLAG_PAGE_CACHE_ONLY
+        } else {
+            0
+        };
+        b[12..16].copy_from_slice(&flags.to_le_bytes());
         b[16..32].copy_from_slice(&self.wal_id.0.to_le_bytes());
         b[32..40].copy_from_slice(&self.durable_seq.to_le_bytes());
         b[40..48].copy_from_slice(&self.acked_seq.to_le_bytes());
@@ -76,11 +92,18 @@ impl Recorded {
                 "format version {version}, this build reads {VERSION}"
             ));
         }
+        let flags = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        if flags & !FLAG_PAGE_CACHE_ONLY != 0 || b[52..].iter().any(|&x| x != 0) {
+            return Err(format!(
+                "unknown flags {flags:#x} or padding: the file is corrupt"
+            ));
+        }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         Ok(Recorded {
             wal_id: WalId(u128::from_le_bytes(b[16..32].try_into().expect("16 bytes"))),
             durable_seq: u64_at(32),
             acked_seq: u64_at(40),
+            page_cache_only: flags & FLAG_PAGE_CACHE_ONLY != 0,
         })
     }
 }
@@ -99,7 +122,8 @@ pub fn read(shard_dir: &Path) -> Result<Option<Recorded>, (PathBuf, String)> {
 }
 
 /// Writes `recorded` to `shard_dir` atomically (tmp, fsync, rename, fsync
-/// of the directory).
+/// of the directory; a page-cache-only recording skips the fsyncs, as its
+/// WAL does).
 pub fn write(shard_dir: &Path, recorded: &Recorded) -> io::Result<()> {
     let tmp = shard_dir.join(TMP_NAME);
     let mut file = OpenOptions::new()
@@ -108,9 +132,14 @@ pub fn write(shard_dir: &Path, recorded: &Recorded) -> io::Result<()> {
         .truncate(true)
         .open(&tmp)?;
     file.write_all(&recorded.encode())?;
-    file.sync_all()?;
+    if !recorded.page_cache_only {
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, shard_dir.join(WATERMARKS_FILE_NAME))?;
-    File::open(shard_dir)?.sync_all()
+    if !recorded.page_cache_only {
+        File::open(shard_dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A WAL's live watermarks: the writer stores into them on the data path
@@ -118,7 +147,6 @@ pub fn write(shard_dir: &Path, recorded: &Recorded) -> io::Result<()> {
 #[derive(Debug)]
 pub struct Marks {
     shard_dir: PathBuf,
-    wal_id: WalId,
     durable_seq: AtomicU64,
     acked_seq: AtomicU64,
     /// What the file holds now, so an unchanged state is not rewritten.
@@ -134,7 +162,6 @@ impl Marks {
     pub fn start(shard_dir: &Path, recorded: Recorded) -> Arc<Marks> {
         let marks = Arc::new(Marks {
             shard_dir: shard_dir.to_path_buf(),
-            wal_id: recorded.wal_id,
             durable_seq: AtomicU64::new(recorded.durable_seq),
             acked_seq: AtomicU64::new(recorded.acked_seq),
             written: Mutex::new(recorded),
@@ -168,12 +195,12 @@ impl Marks {
         if self.frozen.load(Ordering::SeqCst) {
             return;
         }
+        let mut written = self.written.lock().expect("not poisoned");
         let now = Recorded {
-            wal_id: self.wal_id,
             durable_seq: self.durable_seq.load(Ordering::Relaxed),
             acked_seq: self.acked_seq.load(Ordering::Relaxed),
+            ..*written
         };
-        let mut written = self.written.lock().expect("not poisoned");
         if *written == now {
             return;
         }
@@ -219,4 +246,52 @@ fn persister() -> &'static Mutex<Vec<Weak<Marks>>> {
         }
         Mutex::new(Vec::new())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_round_trips_and_damage_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(read(tmp.path()).unwrap(), None, "nothing recorded yet");
+        for page_cache_only in [false, true] {
+            let recorded = Recorded {
+                wal_id: WalId(0x1234_5678_9abc_def0_1122_3344_5566_7788),
+                durable_seq: 42,
+                acked_seq: 40,
+                page_cache_only,
+            };
+            write(tmp.path(), &recorded).unwrap();
+            assert_eq!(read(tmp.path()).unwrap(), Some(recorded));
+        }
+        assert!(!tmp.path().join(TMP_NAME).exists());
+        let path = tmp.path().join(WATERMARKS_FILE_NAME);
+        let good = std::fs::read(&path).unwrap();
+        for at in [0, 9, 13, 33, 50, 60] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(read(tmp.path()).is_err(), "a flip at byte {at} passed");
+        }
+        std::fs::write(&path, &good[..63]).unwrap();
+        assert!(read(tmp.path()).is_err(), "a short file passed");
+    }
+
+    #[test]
+    fn marks_only_move_forward_and_stop_when_frozen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let marks = Marks::start(tmp.path(), Recorded::default());
+        marks.set_durable(10);
+        marks.set_durable(7);
+        marks.set_acked(5);
+        marks.persist();
+        let got = read(tmp.path()).unwrap().unwrap();
+        assert_eq!((got.durable_seq, got.acked_seq), (10, 5));
+        marks.freeze();
+        marks.set_durable(20);
+        drop(marks);
+        assert_eq!(read(tmp.path()).unwrap().unwrap().durable_seq, 10);
+    }
 }

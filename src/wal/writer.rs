@@ -427,6 +427,7 @@ impl WalWriter {
             wal_id,
             durable_seq: scan.next_seq - 1,
             acked_seq: scan.recorded.map_or(0, |r| r.acked_seq),
+            page_cache_only: durability == Durability::None,
         };
         watermarks::write(&sdir, &recorded).map_err(|source| WalError::Io {
             op: "record the watermarks",
