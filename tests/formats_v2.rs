@@ -581,3 +581,140 @@ fn the_watermarks_file_records_the_durable_and_acked_seqs_and_the_wal_id() {
     let replica = scan_shard(&shard_dir(&tmp.path().join("recv/w"), 0), 0, |_| Ok(())).unwrap();
     assert_eq!(replica.wal_id, scan.wal_id);
 }
+
+/// The rolling upgrade: receivers first (a version-2 receiver serves a
+/// version-1 shipper, and its replica gets no WAL id, since the shipper has
+/// none to give), then the shipper, whose WAL then gets an id the replica
+/// takes: nothing is refused and nothing is sent twice.
+#[test]
+fn a_replica_of_a_version_1_shipper_takes_the_id_of_its_upgraded_wal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recv_dir = tmp.path().join("recv");
+    let recv = RecvProc::start(&recv_dir, "127.0.0.1:0", "fsync");
+    // The version-1 shipper sends its WAL's records (the fixture's bytes).
+    let segment = std::fs::read(fixture("v1-wal/0/00000000000000000001.wal")).unwrap();
+    let body = &segment[SEGMENT_HEADER_BYTES..];
+    let mut walk = frame::Records::verified(body);
+    assert_eq!(walk.by_ref().take_while(Result::is_ok).count(), 1000);
+    let mut s = TcpStream::connect(&recv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&v1_hello("upgraded", 0)).unwrap();
+    let mut w = [0u8; 24];
+    s.read_exact(&mut w).unwrap();
+    assert_eq!(u16::from_le_bytes([w[10], w[11]]), 0);
+    let end = {
+        let mut walk = frame::Records::verified(body);
+        for _ in 0..1000 {
+            walk.next().unwrap().unwrap();
+        }
+        walk.offset()
+    };
+    s.write_all(&body[..end]).unwrap();
+    let mut a = [0u8; ACK_BYTES];
+    let mut acked = 0;
+    while acked < 1000 {
+        s.read_exact(&mut a).unwrap();
+        acked = protocol::decode_ack(&a).unwrap();
+    }
+    drop(s);
+
+    // The same WAL, now opened and shipped by version 2, with more lines.
+    let wal = tmp.path().join("wal");
+    copy_v1_wal(&wal);
+    let input = tmp.path().join("more");
+    std::fs::write(&input, "after the upgrade\n").unwrap();
+    let out = run(&[
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--peer",
+        &recv.addr,
+        "--source",
+        "upgraded",
+        "--input",
+        input.to_str().unwrap(),
+        "--ack-timeout",
+        "20",
+        "--json",
+    ]);
+    recv.stop();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["acked_seq"], 1001);
+    let mut all = fixture_lines();
+    all.push(b"after the upgrade".to_vec());
+    assert_eq!(dump_lines(&recv_dir.join("upgraded")), all);
+    let ours = scan_shard(&shard_dir(&wal, 0), 0, |_| Ok(()))
+        .unwrap()
+        .wal_id;
+    let replica = scan_shard(&shard_dir(&recv_dir.join("upgraded"), 0), 0, |_| Ok(()))
+        .unwrap()
+        .wal_id;
+    assert!(!ours.is_none());
+    assert_eq!(replica, ours);
+}
+
+/// A kill -9 the moment retention has deleted a segment leaves a WAL that
+/// opens, not one whose missing head looks lost. (Whether the watermarks
+/// file lagged at that moment depends on timing; the deterministic check
+/// of the ordering is `retention_records_the_acked_seq_before_it_deletes`
+/// in tests/recovery.rs.)
+#[test]
+fn a_kill_9_right_after_retention_leaves_a_wal_that_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recv = RecvProc::start(&tmp.path().join("recv"), "127.0.0.1:0", "none");
+    let wal = tmp.path().join("wal");
+    let input = tmp.path().join("in");
+    // ~200 MiB of 60 KiB lines: three segments and more.
+    let mut data = Vec::new();
+    for i in 0..3400u32 {
+        data.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, 60_000));
+        data.push(b'\n');
+    }
+    std::fs::write(&input, data).unwrap();
+    let first = shard_dir(&wal, 0).join("00000000000000000001.wal");
+    let mut child = Command::new(bin())
+        .args(["ship", "--dir", wal.to_str().unwrap(), "--peer", &recv.addr])
+        .args([
+            "--source",
+            "ret",
+            "--durability",
+            "none",
+            "--retain-segments",
+            "0",
+        ])
+        .args(["--input", input.to_str().unwrap(), "--ack-timeout", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the moment retention has deleted the first segment.
+    let mut seen = false;
+    let mut deleted = false;
+    for _ in 0..60_000 {
+        if first.exists() {
+            seen = true;
+        } else if seen {
+            deleted = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    recv.stop();
+    assert!(deleted, "retention never deleted the first segment");
+    let v = run(&["verify", "--dir", wal.to_str().unwrap()]);
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+    let out = run(&[
+        "ship",
+        "--dir",
+        wal.to_str().unwrap(),
+        "--input",
+        "/dev/null",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -345,3 +345,35 @@ fn records_without_their_segment_frame_are_refused() {
         );
     }
 }
+
+/// A second WAL under a source that a live connection serves is refused
+/// before it can take the source over: the live connection goes on.
+#[test]
+fn another_wal_cannot_take_a_live_source_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, stopper, handle) = start(tmp.path());
+    let mut live = connect(addr);
+    assert_eq!(hello(&mut live, "owned", 0), (0, 0));
+    live.write_all(&records(1..=10)).unwrap();
+    assert_eq!(acks_until(&mut live, 10), 10);
+
+    let mut other = connect(addr);
+    other
+        .write_all(&Hello::new("owned".into(), 0, WalId(0xbad)).encode())
+        .unwrap();
+    assert_eq!(
+        read_welcome(&mut other).0,
+        protocol::WelcomeStatus::OtherWal as u16
+    );
+    assert!(closed(&mut other));
+
+    live.write_all(&records(11..=20)).unwrap();
+    assert_eq!(acks_until(&mut live, 20), 20, "the live connection goes on");
+    drop(live);
+    stopper.stop();
+    handle.join().unwrap();
+    assert_eq!(
+        dump_lines(&tmp.path().join("owned")),
+        (1..=20).map(line).collect::<Vec<_>>()
+    );
+}

@@ -684,7 +684,9 @@ fn records_only_the_page_cache_holds_are_not_trusted() {
 fn a_durability_none_wal_may_end_below_what_it_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     assert_eq!(append(tmp.path(), Durability::None, &lines(1..=N)), N);
-    let recorded = watermarks::read(&shard_dir(tmp.path(), 0)).unwrap().unwrap();
+    let recorded = watermarks::read(&shard_dir(tmp.path(), 0))
+        .unwrap()
+        .unwrap();
     assert!(recorded.page_cache_only);
     assert_eq!(recorded.durable_seq, N);
     // The last 10 records never reached the disk: zeros.
@@ -704,4 +706,80 @@ fn a_durability_none_wal_may_end_below_what_it_recorded() {
         "the WAL opens and continues"
     );
     assert_eq!(dump_lines(tmp.path()), lines(1..=N));
+}
+
+/// A record whose crc holds but whose kind this build does not know was
+/// written by a newer ringship: refused, never zeroed as a torn tail.
+#[test]
+fn a_record_of_an_unknown_kind_is_refused_not_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut buf = Vec::with_capacity(1024);
+    for seq in 1..=3 {
+        frame::encode_into(&mut buf, seq, 0, b"x");
+    }
+    // Record 3 with kind 5 in its length field, crc recomputed.
+    let at = 2 * frame::encoded_len_bytes(1);
+    buf[at + 7] = 5;
+    let crc = crc32c::crc32c(&buf[at + 4..]);
+    buf[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    let seg = write_segment(tmp.path(), 1, &buf);
+    match scan(tmp.path()) {
+        Err(RecoveryError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("newer ringship"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let before = std::fs::read(&seg).unwrap();
+    assert_eq!(ship_nothing(tmp.path()).status.code(), Some(3));
+    assert_eq!(std::fs::read(&seg).unwrap(), before);
+}
+
+/// Retention records the acked seq before it deletes anything: at the
+/// moment a segment is gone, the watermarks file already says it was
+/// acknowledged, so a crash then cannot make the WAL's head look lost.
+#[test]
+fn retention_records_the_acked_seq_before_it_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    craft_segment(tmp.path(), 1, 1..=10);
+    craft_segment(tmp.path(), 11, 11..=20);
+    craft_segment(tmp.path(), 21, 21..=30);
+    let (mut wal, _) = WalWriter::open(
+        tmp.path(),
+        0,
+        Durability::Fsync,
+        ringship::internals::Owner::Wal,
+    )
+    .unwrap();
+    let sdir = shard_dir(tmp.path(), 0);
+    assert_eq!(watermarks::read(&sdir).unwrap().unwrap().acked_seq, 0);
+    wal.note_acked(25);
+    assert_eq!(wal.retain(25, 0), 2);
+    // Still open: only retention can have written this.
+    let recorded = watermarks::read(&sdir).unwrap().unwrap();
+    assert!(recorded.acked_seq >= 20, "{recorded:?}");
+    // What a crash now leaves opens: the head was acknowledged.
+    let s = scan(tmp.path()).unwrap();
+    assert_eq!(s.first_seq, Some(21));
+    drop(wal);
+}
+
+/// A version-1 WAL whose head retention deleted has recorded nothing: the
+/// first version-2 open takes the oldest segment's start as acknowledged,
+/// so the next open does not take the head for lost.
+#[test]
+fn a_version_1_wal_with_its_head_deleted_opens_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    craft_segment(tmp.path(), 11, 11..=20);
+    for _ in 0..2 {
+        let (wal, found) = WalWriter::open(
+            tmp.path(),
+            0,
+            Durability::Fsync,
+            ringship::internals::Owner::Wal,
+        )
+        .unwrap();
+        assert_eq!(found.first_seq, Some(11));
+        drop(wal);
+    }
+    assert!(verify(tmp.path()).status.success());
 }

@@ -54,11 +54,14 @@ pub(super) fn run(args: DumpArgs) -> Result<i32, Failure> {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     for shard in shards {
+        // A piece of a split line was printed and its line not ended yet.
+        let mut open_line = false;
         let visit = |record: RecordRef<'_>| -> io::Result<()> {
             match args.format {
                 DumpFormat::Text if record.kind == Kind::Data => {
                     out.write_all(record.payload)?;
                     // A piece of a split line: the next record goes on with it.
+                    open_line = record.continued;
                     if record.continued {
                         Ok(())
                     } else {
@@ -84,7 +87,16 @@ pub(super) fn run(args: DumpArgs) -> Result<i32, Failure> {
         // the data costs, not the preallocated rest of the segment. Only
         // when it meets damage does recovery read the segment to judge it.
         let reader = WalReader::new(&args.dir, shard);
-        match reader.records(args.from_seq, visit) {
+        let read = reader.records(args.from_seq, visit);
+        // A split line whose last piece never came (a crash between its
+        // pieces) still ends its line, so it never joins the next one.
+        if open_line && let Err(e) = out.write_all(b"\n") {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                return Ok(EXIT_OK);
+            }
+            return Err(Failure::operating(e));
+        }
+        match read {
             Ok(None) => {}
             Ok(Some(stopped)) => {
                 let _ = out.flush();

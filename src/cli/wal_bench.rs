@@ -26,8 +26,9 @@ use crate::wal::WalIo;
 pub(super) struct WalBenchArgs {
     /// WAL directory (default: a fresh temporary directory, removed after).
     /// A directory that already holds a WAL is refused, unless --reuse-wal:
-    /// the synthetic records would join its records (and a live shipper
-    /// would ship them).
+    /// the synthetic records would join its records, and a shipper would
+    /// ship them later (a live one holds the directory's lock, and
+    /// wal-bench exits 2).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Append to the WAL already in --dir.

@@ -67,6 +67,27 @@ pub(super) fn admit(
         }
     };
     let version = hello.version;
+    // A WAL that the replica is not held under is refused before it can
+    // take the (source, shard) over from a connection of the right one.
+    // (The replica records its id beside its segments; `open_as` checks
+    // again with the segments themselves.)
+    let shard_dir = crate::wal::segment::shard_dir(&config.dir.join(&hello.source), hello.shard);
+    if let Ok(Some(recorded)) = crate::wal::watermarks::read(&shard_dir)
+        && version >= 2
+        && !recorded.wal_id.is_none()
+        && recorded.wal_id != hello.wal_id
+    {
+        tracing::warn!(%peer, source = %hello.source, shard = hello.shard,
+            "closing connection: this receiver holds the source and shard under WAL {}, \
+             the shipper's WAL is {}: two WALs claim one source", recorded.wal_id, hello.wal_id);
+        let _ = stream.write_all(&welcome(
+            version,
+            WelcomeStatus::OtherWal,
+            0,
+            recorded.wal_id,
+        ));
+        return;
+    }
     let key = (hello.source.clone(), hello.shard);
     // A new connection for a (source, shard) that is still being served takes
     // over: the old one is most likely dead without having said so (its
@@ -113,7 +134,8 @@ pub(super) fn admit(
         hello.shard,
         config.durability,
         crate::io::Owner::Connection(0),
-        (version >= 2).then_some(hello.wal_id),
+        // A version-1 hello has no id (NONE): see `open_as`.
+        Some(hello.wal_id),
     );
     let mut wal = match opened {
         Ok((wal, _)) => wal,

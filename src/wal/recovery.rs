@@ -664,6 +664,12 @@ fn classify_damage(
         )
     };
     match e {
+        // A record whose crc holds but whose kind this build does not know
+        // was written by a newer ringship: never a torn tail to zero.
+        DecodeError::UnknownKind { bits } => Err(format!(
+            "a valid record of unknown kind {bits:#x}: written by a newer ringship, which this \
+             build cannot read; upgrade ringship to open this WAL"
+        )),
         // A synced record is never all zeros, so this record was never
         // durable, and nor was anything after it (durability is in order),
         // provided the data after it could still have been in flight.
@@ -773,13 +779,29 @@ pub fn repair(scan: &ShardScan) -> Result<(), RecoveryError> {
             .len();
         if len > torn.offset_bytes {
             use nix::fcntl::{FallocateFlags, fallocate};
-            fallocate(
+            let punched = fallocate(
                 &file,
                 FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
                 torn.offset_bytes as i64,
                 (len - torn.offset_bytes) as i64,
-            )
-            .map_err(|e| io_error("zero torn tail", &torn.segment)(e.into()))?;
+            );
+            match punched {
+                Ok(()) => {}
+                // A filesystem without hole punching: write the zeros. Only
+                // the non-zero bytes need them (the rest reads as zeros).
+                Err(nix::errno::Errno::EOPNOTSUPP) => {
+                    let end = (torn.offset_bytes + torn.cut_bytes).min(len);
+                    let zeros = vec![0u8; SCAN_WINDOW_BYTES];
+                    let mut at = torn.offset_bytes;
+                    while at < end {
+                        let n = (end - at).min(zeros.len() as u64) as usize;
+                        file.write_all_at(&zeros[..n], at)
+                            .map_err(io_error("zero torn tail", &torn.segment))?;
+                        at += n as u64;
+                    }
+                }
+                Err(e) => return Err(io_error("zero torn tail", &torn.segment)(e.into())),
+            }
         }
         file.sync_all()
             .map_err(io_error("fsync the cut segment", &torn.segment))?;

@@ -26,9 +26,14 @@
 //!
 //! **`--durability none`.** There "durable" means written to the page cache,
 //! which a machine crash may lose while the renamed file survives. Such a
-//! WAL records its watermarks with the *page cache only* flag and without
-//! fsyncs, and recovery takes a shortfall against them as the loss that
-//! mode accepts, with a warning, rather than refusing the WAL.
+//! WAL records its watermarks with the *page cache only* flag, and recovery
+//! takes a shortfall against them as the loss that mode accepts, with a
+//! warning, rather than refusing the WAL.
+//!
+//! **Retention.** The acked seq is the one value whose lag could wrong
+//! recovery: a segment deleted as acknowledged before the file says so would
+//! look lost after a crash. So retention records the acked seq
+//! ([`Marks::persist_acked`]) before it deletes anything.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -122,8 +127,9 @@ pub fn read(shard_dir: &Path) -> Result<Option<Recorded>, (PathBuf, String)> {
 }
 
 /// Writes `recorded` to `shard_dir` atomically (tmp, fsync, rename, fsync
-/// of the directory; a page-cache-only recording skips the fsyncs, as its
-/// WAL does).
+/// of the directory). A page-cache-only recording is synced too: its values
+/// may be ahead of the disk, but the file itself must never come back from
+/// a crash empty, which some filesystems do to a file renamed unsynced.
 pub fn write(shard_dir: &Path, recorded: &Recorded) -> io::Result<()> {
     let tmp = shard_dir.join(TMP_NAME);
     let mut file = OpenOptions::new()
@@ -132,14 +138,9 @@ pub fn write(shard_dir: &Path, recorded: &Recorded) -> io::Result<()> {
         .truncate(true)
         .open(&tmp)?;
     file.write_all(&recorded.encode())?;
-    if !recorded.page_cache_only {
-        file.sync_all()?;
-    }
+    file.sync_all()?;
     std::fs::rename(&tmp, shard_dir.join(WATERMARKS_FILE_NAME))?;
-    if !recorded.page_cache_only {
-        File::open(shard_dir)?.sync_all()?;
-    }
-    Ok(())
+    File::open(shard_dir)?.sync_all()
 }
 
 /// A WAL's live watermarks: the writer stores into them on the data path
@@ -154,6 +155,9 @@ pub struct Marks {
     /// The WAL has failed: its watermarks are no longer trusted enough to
     /// move the file forward.
     frozen: AtomicBool,
+    /// The WAL has closed ([`Marks::close`]): the persister leaves the file
+    /// alone, since another writer may own the directory now.
+    closed: AtomicBool,
 }
 
 impl Marks {
@@ -166,6 +170,7 @@ impl Marks {
             acked_seq: AtomicU64::new(recorded.acked_seq),
             written: Mutex::new(recorded),
             frozen: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         });
         persister()
             .lock()
@@ -192,31 +197,52 @@ impl Marks {
     /// file only ever trails the truth, so a missed write costs nothing but
     /// freshness.
     pub fn persist(&self) {
-        if self.frozen.load(Ordering::SeqCst) {
-            return;
+        let _ = self.persist_checked();
+    }
+
+    /// Makes sure the file records an acked seq of at least `seq` (if the
+    /// marks hold one), writing it now if need be; false if it could not.
+    /// Retention calls it before deleting segments acknowledged up to `seq`.
+    pub fn persist_acked(&self, seq: u64) -> bool {
+        if self.written.lock().expect("not poisoned").acked_seq >= seq {
+            return true;
         }
+        self.persist_checked().is_ok()
+            && self.written.lock().expect("not poisoned").acked_seq >= seq
+    }
+
+    /// The WAL closes: a last write, after which the file is left alone.
+    /// Called before the WAL's lock is released.
+    pub fn close(&self) {
+        let _ = self.persist_checked();
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn persist_checked(&self) -> io::Result<()> {
+        // The lock first: a write that read older values must not land
+        // after one that read newer ones.
         let mut written = self.written.lock().expect("not poisoned");
+        if self.frozen.load(Ordering::SeqCst) || self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let now = Recorded {
             durable_seq: self.durable_seq.load(Ordering::Relaxed),
             acked_seq: self.acked_seq.load(Ordering::Relaxed),
             ..*written
         };
         if *written == now {
-            return;
+            return Ok(());
         }
         match write(&self.shard_dir, &now) {
-            Ok(()) => *written = now,
+            Ok(()) => {
+                *written = now;
+                Ok(())
+            }
             Err(e) => {
-                tracing::warn!(dir = %self.shard_dir.display(), "recording the watermarks: {e}")
+                tracing::warn!(dir = %self.shard_dir.display(), "recording the watermarks: {e}");
+                Err(e)
             }
         }
-    }
-}
-
-impl Drop for Marks {
-    /// The WAL closed: record where it ended.
-    fn drop(&mut self) {
-        self.persist();
     }
 }
 

@@ -234,6 +234,20 @@ impl WalStats {
     }
 }
 
+/// The writer's directory lock, which closes the writer's watermarks (their
+/// last write) before it is released: no write of this writer's may land
+/// once another process owns the directory.
+struct LockGuard {
+    marks: Arc<Marks>,
+    _lock: DirLock,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.marks.close();
+    }
+}
+
 /// The WAL of one shard, driven by its core's io.
 pub struct WalWriter {
     shard: u32,
@@ -275,8 +289,9 @@ pub struct WalWriter {
     follows: bool,
     /// The watermarks recorded beside the segments.
     marks: Arc<Marks>,
-    /// One writer per shard directory.
-    _lock: DirLock,
+    /// One writer per shard directory; on drop it closes the marks (their
+    /// last write) before it lets the lock go.
+    _lock: LockGuard,
     /// (seq, append_ts_ns) of records as they become durable, for a
     /// consumer that does not read the records itself (the splice shipper
     /// measuring append → acked). Bounded; the oldest are dropped if the
@@ -298,12 +313,16 @@ impl WalWriter {
     /// refuses lost data, then syncs what it kept, so every record it
     /// reports is durable. The returned scan says what was found.
     ///
-    /// `identity` is the WAL id this WAL must have (a receiver's replica
-    /// takes its source's): a WAL that exists under another id is refused,
-    /// and a new one is created with it. `None` keeps the WAL's own id, or
-    /// makes a random one for a new WAL (or one a version-1 build wrote).
-    /// Appends always go to a version-2 segment: a version-1 WAL gets a new
-    /// segment when it is opened.
+    /// `identity` is the WAL id a receiver's replica must have, its
+    /// source's: a WAL that exists under another id is refused before
+    /// anything in it is repaired, and a new one is created with it.
+    /// `Some(WalId::NONE)` is the replica of a version-1 shipper, which has
+    /// no id to give: the replica keeps the id it has, or stays without one
+    /// (so that the shipper's WAL id is taken once it is upgraded). `None`
+    /// is a shipper's own WAL: it keeps its id, or makes a random one for a
+    /// new WAL (or one a version-1 build wrote). Appends always go to a
+    /// version-2 segment: a version-1 WAL gets a new segment when it is
+    /// opened.
     pub fn open(
         dir: &Path,
         shard: u32,
@@ -333,7 +352,6 @@ impl WalWriter {
         }
         recovery::drop_cached_tail(&sdir);
         let scan = recovery::scan_shard(&sdir, shard, |_| Ok(()))?;
-        recovery::repair(&scan)?;
         let known = [
             scan.wal_id,
             scan.recorded.map(|r| r.wal_id).unwrap_or_default(),
@@ -341,20 +359,24 @@ impl WalWriter {
         .into_iter()
         .find(|id| !id.is_none());
         let wal_id = match (identity, known) {
-            (Some(wanted), Some(found)) if wanted != found => {
+            (Some(wanted), Some(found)) if !wanted.is_none() && wanted != found => {
                 return Err(WalError::OtherWal {
                     path: sdir,
                     found,
                     wanted,
                 });
             }
-            (Some(id), _) | (None, Some(id)) => id,
+            (Some(wanted), _) if !wanted.is_none() => wanted,
+            (_, Some(found)) => found,
+            // A version-1 shipper's replica: no id to give it.
+            (Some(_), None) => WalId::NONE,
             (None, None) => WalId::random().map_err(|source| WalError::Io {
                 op: "make a WAL id",
                 path: sdir.clone(),
                 source,
             })?,
         };
+        recovery::repair(&scan)?;
 
         if durability == Durability::Fsync {
             // Records that survived a process kill, or that a `--durability
@@ -423,10 +445,14 @@ impl WalWriter {
             };
         // Record where the WAL stands now, before anything is appended: a
         // later recovery holds it to at least this.
+        // The oldest segment starts after what retention deleted, which was
+        // acknowledged: a WAL that recorded nothing yet (one a version-1
+        // build wrote) gets that as its acked seq.
+        let acked_floor = scan.segments.first().map_or(0, |s| s.first_seq - 1);
         let recorded = Recorded {
             wal_id,
             durable_seq: scan.next_seq - 1,
-            acked_seq: scan.recorded.map_or(0, |r| r.acked_seq),
+            acked_seq: scan.recorded.map_or(0, |r| r.acked_seq).max(acked_floor),
             page_cache_only: durability == Durability::None,
         };
         watermarks::write(&sdir, &recorded).map_err(|source| WalError::Io {
@@ -435,6 +461,10 @@ impl WalWriter {
             source,
         })?;
         let marks = Marks::start(&sdir, recorded);
+        let lock = LockGuard {
+            marks: marks.clone(),
+            _lock: lock,
+        };
 
         let mut spares: Vec<Vec<u8>> = (0..COMMIT_BUFFERS_COUNT)
             .map(|_| Vec::with_capacity(COMMIT_BYTES_MAX))
@@ -667,6 +697,12 @@ impl WalWriter {
                 .count()
         };
         let mut deleted = 0;
+        // The file must say these are acknowledged before they go, or a
+        // crash right after would make them look lost to recovery.
+        if fully_acked(&self.segments) > keep && !self.marks.persist_acked(acked_seq) {
+            tracing::warn!(dir = %self.dir.display(), "retention waits: the acked seq could not be recorded");
+            return 0;
+        }
         while fully_acked(&self.segments) > keep {
             let first = self.segments[0];
             let path = self.dir.join(segment::segment_file_name(first));
@@ -715,7 +751,6 @@ impl WalWriter {
     /// final watermarks.
     pub fn into_stats(self) -> WalStats {
         assert!(self.is_idle(), "closing a WAL with commits in flight");
-        self.marks.persist();
         self.stats
     }
 
