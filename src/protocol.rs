@@ -10,7 +10,7 @@
 //! shipper → receiver  Hello, HELLO_V2_BYTES = 104 (version 1: the first 84)
 //!   0   8   magic          b"RSHIPNET"
 //!   8   2   version        2
-//!   10  2   capabilities   CAP_* bits; unknown bits are refused
+//!   10  2   capabilities   CAP_* bits: what the shipper supports (see below)
 //!   12  4   shard          < SHARDS_MAX
 //!   16  1   source_len     1 ..= SOURCE_NAME_BYTES_MAX
 //!   17  64  source         [A-Za-z0-9._-], zero padded (not "." or "..")
@@ -60,6 +60,14 @@
 //! hello with a version-1 welcome of status VersionMismatch, and the
 //! version-2 shipper stops, naming both versions: it cannot send its salted
 //! segments to a receiver that cannot verify them.
+//!
+//! **Capabilities.** Within a version, each side announces what it
+//! supports and uses only what both do. Version 2's baseline,
+//! [`CAP_RECORD_KINDS`] and [`CAP_SALTED_SEGMENTS`], must be set in a
+//! version-2 hello; bits this build does not know (a newer peer's features,
+//! such as TLS or digests to come) are ignored rather than refused, so that
+//! adding a feature does not need a new version. A version-1 hello has
+//! none.
 
 use crate::constants::{SHARDS_MAX, SOURCE_NAME_BYTES_MAX};
 
@@ -82,6 +90,8 @@ pub const CAP_RECORD_KINDS: u16 = 1 << 0;
 pub const CAP_SALTED_SEGMENTS: u16 = 1 << 1;
 /// What this build supports.
 pub const CAPABILITIES: u16 = CAP_RECORD_KINDS | CAP_SALTED_SEGMENTS;
+/// What every version-2 peer must support.
+pub const CAPABILITIES_V2_BASELINE: u16 = CAP_RECORD_KINDS | CAP_SALTED_SEGMENTS;
 
 /// A Segment frame's payload: salt, first seq.
 pub const SEGMENT_FRAME_PAYLOAD_BYTES: usize = 16;
@@ -133,7 +143,9 @@ pub enum ProtocolError {
         ours: u16,
         hint: &'static str,
     },
-    #[error("protocol error: unknown capabilities {0:#06x}")]
+    #[error(
+        "protocol error: capabilities {0:#06x} (a version-1 hello has none; a version-2 hello has at least {CAPABILITIES_V2_BASELINE:#06x})"
+    )]
     Capabilities(u16),
     #[error("protocol error: shard {0} is out of range")]
     ShardOutOfRange(u32),
@@ -282,7 +294,8 @@ impl Hello {
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         let capabilities = u16::from_le_bytes([b[10], b[11]]);
-        if version == 1 && capabilities != 0 || capabilities & !CAPABILITIES != 0 {
+        let baseline_missing = capabilities & CAPABILITIES_V2_BASELINE != CAPABILITIES_V2_BASELINE;
+        if version == 1 && capabilities != 0 || version >= 2 && baseline_missing {
             return Err(bad(ProtocolError::Capabilities(capabilities)));
         }
         let shard = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
@@ -584,5 +597,18 @@ mod tests {
             Ok((0xabc, 17))
         );
         assert_eq!(decode_ack(&encode_ack(7)), Ok(7));
+    }
+
+    #[test]
+    fn unknown_capabilities_are_ignored_and_the_baseline_is_required() {
+        let mut newer = Hello::new("cap".into(), 0, WalId(5));
+        newer.capabilities |= 0x8000;
+        assert_eq!(Hello::decode(&newer.encode()), Ok(newer));
+        let mut bare = Hello::new("cap".into(), 0, WalId(5));
+        bare.capabilities = CAP_RECORD_KINDS;
+        assert!(matches!(
+            Hello::decode(&bare.encode()),
+            Err((WelcomeStatus::BadHello, ProtocolError::Capabilities(_)))
+        ));
     }
 }
