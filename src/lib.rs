@@ -83,6 +83,8 @@ mod protocol;
 mod receive;
 mod report;
 mod shard;
+#[cfg(test)]
+mod sim;
 mod sink;
 mod source;
 mod wal;

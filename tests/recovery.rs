@@ -532,6 +532,54 @@ fn power_cut_hole_inside_the_last_commit_is_a_torn_tail() {
     assert_torn_then_continues(tmp.path(), last, "never synced");
 }
 
+/// Two tears of an unsynced commit that the seeded simulator (`src/sim`)
+/// found recovery refusing, with no zero sector to mark them: a sector
+/// whose first bytes were synced and whose rest never reached the disk
+/// (zeros from inside a record to the sector's end, then the rest of the
+/// commit), and a write cut short mid-record while the next commit landed
+/// (zeros from inside a record to its end). Above the durable seq the WAL
+/// recorded they are torn tails; at or below it, the same bytes are
+/// corruption of durable data, refused.
+#[test]
+fn unsynced_tears_without_a_zero_sector_are_torn_above_the_recorded_durable_seq() {
+    // A record near the end that crosses a sector boundary.
+    let seq = (N - 40..N - 5)
+        .find(|&seq| {
+            let (at, len) = record_span(seq);
+            (at + 1).div_ceil(512) * 512 < at + len
+        })
+        .expect("a record across a sector boundary");
+    let (at, len) = record_span(seq);
+    let boundary = (at + 1).div_ceil(512) * 512;
+    // (case, zeroed byte range)
+    let cases = [
+        // Its sector's new version never arrived: zeros from inside the
+        // record to the boundary; the rest of the commit did arrive.
+        ("sector half synced", (at + (boundary - at) / 2, boundary)),
+        // The write was cut short mid-record; the next commit landed.
+        ("write cut short", (at + len / 2, at + len)),
+    ];
+    for (case, (from, to)) in cases {
+        for recorded in [seq - 1, N] {
+            let tmp = tempfile::tempdir().unwrap();
+            let seg = wal_with_n(tmp.path());
+            let f = OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(&vec![0; (to - from) as usize], from)
+                .unwrap();
+            if recorded < N {
+                assert_torn_then_continues(tmp.path(), seq - 1, "");
+            } else {
+                match scan(tmp.path()) {
+                    Err(RecoveryError::Corrupt { expected_seq, .. }) => {
+                        assert_eq!(expected_seq, seq, "{case}")
+                    }
+                    other => panic!("{case}: expected Corrupt, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn damage_deeper_than_the_in_flight_window_is_refused() {
     // Unwritten space followed by more than RECOVERY_TORN_WINDOW_BYTES of

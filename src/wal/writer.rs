@@ -1088,6 +1088,10 @@ impl WalWriter {
             }
             if self.durability == Durability::None {
                 self.chains[index].state = ChainState::Done;
+            } else if broken::acks_before_sync() && self.order.front() == Some(&index) {
+                // The broken variant: reports the commit durable now, its
+                // fdatasync still to come.
+                return Ok(Some(self.chains[index].last_seq));
             }
         } else {
             let chain = &mut self.chains[index];
@@ -1262,6 +1266,41 @@ impl WalWriter {
     /// watermarks file.
     pub fn note_acked(&self, seq: u64) {
         self.marks.set_acked(seq);
+    }
+}
+
+/// The simulator's deliberately broken variant (`crate::sim`): a test
+/// switch, per thread, that takes a commit as durable when its *write*
+/// completes, before its fdatasync. The simulator must catch it; release
+/// builds do not have the switch.
+pub(crate) mod broken {
+    #[cfg(test)]
+    thread_local! {
+        static ACK_BEFORE_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// True while the broken variant is on, on this thread.
+    #[inline]
+    pub(crate) fn acks_before_sync() -> bool {
+        #[cfg(test)]
+        return ACK_BEFORE_SYNC.with(|c| c.get());
+        #[cfg(not(test))]
+        false
+    }
+
+    /// Turns the broken variant on or off, on this thread.
+    #[cfg(test)]
+    pub(crate) fn set_acks_before_sync(on: bool) {
+        ACK_BEFORE_SYNC.with(|c| c.set(on));
+    }
+}
+
+impl WalWriter {
+    /// Ends this writer as a kill -9 would: no last write of its
+    /// watermarks (the simulator's crash).
+    #[cfg(test)]
+    pub(crate) fn crash(self) {
+        self.marks.freeze();
     }
 }
 
