@@ -164,6 +164,13 @@ pub const RECOVERY_TORN_WINDOW_BYTES: usize = COMMIT_CHAINS_MAX * COMMIT_BYTES_M
 /// as zeros); a damaged record without one shows corruption.
 pub const SECTOR_SIZE_BYTES: usize = 512;
 
+/// The shortest run of zeros recovery takes for space an unsynced commit's
+/// write never reached (above the recorded durable seq): a crc's worth, so
+/// that a damaged record whose payload merely holds a zero byte there is
+/// not taken for one. A shorter tear is refused as corruption: loud, not
+/// lost.
+pub const UNWRITTEN_RUN_BYTES_MIN: usize = 4;
+
 /// Largest seq a segment may start at. Keeps every `seq + n` in recovery far
 /// from overflow, whatever a hostile header says.
 pub const SEQ_MAX: u64 = u64::MAX >> 1;

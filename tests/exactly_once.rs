@@ -1,10 +1,12 @@
 //! Exactly once under kills: stream 1,000,000 records from a `ship` process
-//! to a `receive` process while SIGKILLing the receiver 3 times and the
-//! shipper 3 times at seeded random points, restarting each. After a shipper
+//! to a `receive` process while SIGKILLing the shipper, the receiver or both
+//! [`KILLS`] times (`RINGSHIP_KILLS` to change) at seeded random points,
+//! restarting each. After a shipper
 //! kill, feeding resumes from the first line its WAL does not hold (lines it
 //! read but never made durable were never promised). At the end the
 //! receiver holds exactly the input: nothing missing, nothing duplicated, in
-//! order. Rerun a failure with RINGSHIP_SEED=<printed seed>.
+//! order; the test prints the cycles and the records lost and duplicated
+//! (both must be 0). Rerun a failure with RINGSHIP_SEED=<printed seed>.
 
 mod common;
 
@@ -16,6 +18,16 @@ use common::{RecvProc, Rng, bin, child_stderr, dump_lines, line, run, stdout};
 
 const N: u64 = 1_000_000;
 const CHUNK: u64 = 5_000;
+/// kill -9 cycles per run, at distinct chunks.
+const KILLS: u64 = 50;
+
+/// Who a cycle kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Shipper,
+    Receiver,
+    Both,
+}
 
 fn start_shipper(wal: &std::path::Path, peer: &str, send_mode: &str) -> Child {
     Command::new(bin())
@@ -52,8 +64,12 @@ fn wal_last_seq(wal: &std::path::Path) -> u64 {
 }
 
 #[test]
-fn a_million_records_arrive_exactly_once_through_six_kills() {
+fn a_million_records_arrive_exactly_once_through_fifty_kills() {
     let mut rng = Rng::from_env("exactly_once");
+    let kills_wanted: u64 = std::env::var("RINGSHIP_KILLS")
+        .ok()
+        .map(|v| v.parse().expect("RINGSHIP_KILLS: a number"))
+        .unwrap_or(KILLS);
     let tmp = tempfile::tempdir().unwrap();
     let recv_dir = tmp.path().join("recv");
     let wal = tmp.path().join("wal");
@@ -67,19 +83,20 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
     eprintln!("exactly_once: send mode {send_mode}");
     let mut shipper = start_shipper(&wal, &addr, send_mode);
 
-    // Six kills at distinct random chunks, three of each side, in random order.
+    // Kills at distinct random chunks, each of the shipper, the receiver
+    // or both.
     let chunks = N / CHUNK;
-    let mut kills: Vec<(u64, bool)> = Vec::new();
-    while kills.len() < 6 {
+    assert!(kills_wanted < chunks - 2, "at most one kill per chunk");
+    let mut kills: Vec<(u64, Victim)> = Vec::new();
+    while (kills.len() as u64) < kills_wanted {
         let at = 1 + rng.below(chunks - 2);
         if kills.iter().all(|&(c, _)| c != at) {
-            let receiver_side = kills.iter().filter(|k| k.1).count() < 3
-                && (kills.iter().filter(|k| !k.1).count() >= 3 || rng.below(2) == 0);
-            kills.push((at, receiver_side));
+            let victim = [Victim::Shipper, Victim::Receiver, Victim::Both][rng.below(3) as usize];
+            kills.push((at, victim));
         }
     }
-    kills.sort_unstable();
-    eprintln!("exactly_once: kills at chunks (chunk, receiver?) {kills:?}");
+    kills.sort_unstable_by_key(|k| k.0);
+    eprintln!("exactly_once: kills at chunks {kills:?}");
 
     let mut next = 1u64;
     let mut chunk_index = 0u64;
@@ -94,15 +111,18 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
         assert!(wrote, "the shipper died on its own before line {next}");
         next = end + 1;
         chunk_index += 1;
-        if let Some(&(_, receiver_side)) = kills.iter().find(|k| k.0 == chunk_index) {
+        if let Some(&(_, victim)) = kills.iter().find(|k| k.0 == chunk_index) {
             std::thread::sleep(Duration::from_millis(rng.below(50)));
-            if receiver_side {
-                receiver.kill9();
-                std::thread::sleep(Duration::from_millis(rng.below(200)));
-                receiver = RecvProc::start(&recv_dir, &addr, "fsync");
-            } else {
+            if victim != Victim::Receiver {
                 shipper.kill().unwrap();
                 shipper.wait().unwrap();
+            }
+            if victim != Victim::Shipper {
+                receiver.kill9();
+                std::thread::sleep(Duration::from_millis(rng.below(100)));
+                receiver = RecvProc::start(&recv_dir, &addr, "fsync");
+            }
+            if victim != Victim::Receiver {
                 let held = wal_last_seq(&wal);
                 assert!(held < next, "the WAL holds more than was fed");
                 next = held + 1;
@@ -119,8 +139,38 @@ fn a_million_records_arrive_exactly_once_through_six_kills() {
     receiver.stop();
 
     let got = dump_lines(&recv_dir.join("src"));
-    assert_eq!(got.len() as u64, N, "records at the receiver");
+    let mut seen = vec![false; N as usize + 1];
+    let mut duplicated = 0u64;
+    let mut foreign = 0u64;
+    for l in &got {
+        // line(i) starts with "i:" (tests/common).
+        let digits = l.split(|&b| b == b':').next().unwrap_or_default();
+        let i: Option<usize> = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .filter(|&i| (1..=N as usize).contains(&i) && *l == line(i as u64));
+        match i {
+            Some(i) if seen[i] => duplicated += 1,
+            Some(i) => seen[i] = true,
+            None => foreign += 1,
+        }
+    }
+    let lost = seen[1..].iter().filter(|&&s| !s).count();
+    let by = |v: Victim| kills.iter().filter(|k| k.1 == v).count();
+    eprintln!(
+        "exactly_once: {} kill -9 cycles (shipper {}, receiver {}, both {}): \
+         records lost {lost}, duplicated {duplicated}, foreign {foreign}",
+        kills.len(),
+        by(Victim::Shipper),
+        by(Victim::Receiver),
+        by(Victim::Both),
+    );
+    assert_eq!(
+        (lost, duplicated, foreign),
+        (0, 0, 0),
+        "lost, duplicated, foreign"
+    );
     for (i, l) in got.iter().enumerate() {
-        assert!(*l == line(i as u64 + 1), "record {} differs", i + 1);
+        assert!(*l == line(i as u64 + 1), "record {} out of order", i + 1);
     }
 }

@@ -546,7 +546,8 @@ fn unsynced_tears_without_a_zero_sector_are_torn_above_the_recorded_durable_seq(
     let seq = (N - 40..N - 5)
         .find(|&seq| {
             let (at, len) = record_span(seq);
-            (at + 1).div_ceil(512) * 512 < at + len
+            let boundary = (at + 1).div_ceil(512) * 512;
+            boundary < at + len && boundary - at >= 16
         })
         .expect("a record across a sector boundary");
     let (at, len) = record_span(seq);

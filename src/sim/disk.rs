@@ -319,9 +319,14 @@ impl SimDisk {
                 // short by the crash ends on a page boundary of the file.
                 let len = (buf.len() - from) as u64;
                 let cut = self.rng.between(0, len);
-                let n = ((offset + cut) / 4096 * 4096)
-                    .saturating_sub(offset)
-                    .min(len) as usize;
+                // (A write that finished but was not reaped lands whole.)
+                let n = if cut == len {
+                    len as usize
+                } else {
+                    ((offset + cut) / 4096 * 4096)
+                        .saturating_sub(offset)
+                        .min(len) as usize
+                };
                 if n > 0 {
                     self.stats.torn_in_flight += 1;
                     self.apply(&path, offset, &buf[from..from + n]);

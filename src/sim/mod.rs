@@ -514,7 +514,20 @@ pub(crate) fn run_seeds(seeds: Vec<u64>, broken: bool) -> (Outcome, Vec<String>)
                     let mut failures = Vec::new();
                     for seed in chunk {
                         let t = std::time::Instant::now();
-                        let r = run_seed(seed, &root, false);
+                        // A panic is a failure of its seed, reported with
+                        // its replay line; the other seeds go on.
+                        let r = std::panic::catch_unwind(|| run_seed(seed, &root, false))
+                            .unwrap_or_else(|panic| {
+                                let why = panic
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                Err(format!(
+                                    "seed {seed} panicked: {why}\nreplay: RINGSHIP_SIM_SEED={seed} \
+                                     cargo test --lib sim::tests::simulate -- --nocapture"
+                                ))
+                            });
                         if std::env::var_os("RINGSHIP_SIM_TIMES").is_some() {
                             eprintln!("seed {seed}: {:.2} s", t.elapsed().as_secs_f64());
                         }
@@ -610,6 +623,11 @@ mod tests {
         assert!(
             !failures.is_empty(),
             "no CI seed caught a WAL that reports a commit durable before its fdatasync"
+        );
+        assert!(
+            failures[0].contains("records reported durable were lost"),
+            "the broken variant failed for another reason: {}",
+            failures[0]
         );
         let report = format!(
             "broken variant (a commit reported durable before its fdatasync) caught:\n{}\n",

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use crate::constants::{
     PAGE_SIZE_BYTES, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
     RECOVERY_TORN_WINDOW_BYTES, SCAN_WINDOW_BYTES, SECTOR_SIZE_BYTES, SEGMENT_HEADER_BYTES,
-    SEGMENT_SIZE_BYTES, SEGMENTS_PER_SHARD_MAX, SEQ_FIRST,
+    SEGMENT_SIZE_BYTES, SEGMENTS_PER_SHARD_MAX, SEQ_FIRST, UNWRITTEN_RUN_BYTES_MIN,
 };
 use crate::frame::Seed;
 use crate::frame::{self, DecodeError, RecordRef};
@@ -724,20 +724,24 @@ fn classify_damage(
             // simulator (`crate::sim`). Without such a mark, or deeper than
             // the in-flight window, it is corruption of durable data.
             //
-            // Above the durable seq the WAL recorded, no mark is needed: a
-            // power cut can tear unsynced commits anywhere (a sector whose
-            // first bytes were synced and whose rest was not, a short write
-            // that ended mid-record), and those commits were never reported
-            // durable if they come after what was. At or below it, damage is
-            // corruption of durable data, whatever it looks like.
+            // Above the durable seq the WAL recorded, a weaker mark is
+            // enough: a power cut can tear an unsynced commit without a whole
+            // zero sector (a sector whose first bytes were synced and whose
+            // rest was not; a short write that ended mid-record), leaving a
+            // run of zeros that ends at a sector boundary or at the next
+            // valid record. At or below the recorded seq, damage is
+            // corruption of durable data, whatever it looks like; a WAL with
+            // no recorded seq (version 1) needs the whole zero sector.
             Some(at)
                 if is_last
                     && within_window
                     && recorded_durable.map_or(
-                        has_zero_sector(tail, offset, 0, at)
-                            || starts_in_unwritten_sector(tail, offset, at)
-                            || ends_in_unwritten_space(tail, at),
-                        |durable| expected > durable,
+                        has_zero_sector(tail, offset, 0, at),
+                        |durable| {
+                            expected > durable
+                                && (has_zero_sector(tail, offset, 0, at)
+                                    || has_unwritten_run(tail, offset, at))
+                        },
                     ) =>
             {
                 Ok(format!(
@@ -774,23 +778,24 @@ fn has_zero_sector(buf: &[u8], base: u64, from: usize, to: usize) -> bool {
         .any(|s| buf[s..s + SECTOR_SIZE_BYTES].iter().all(|&b| b == 0))
 }
 
-/// True if `buf` (at file offset `base`) is zeros from its start to the
-/// next sector boundary, which comes before `to`: the record there began in
-/// a sector whose new version never reached the disk.
-fn starts_in_unwritten_sector(buf: &[u8], base: u64, to: usize) -> bool {
+/// True if `buf[..to]` (at file offset `base`; a valid record begins at
+/// `to`) holds a run of at least [`UNWRITTEN_RUN_BYTES_MIN`] zeros that
+/// ends at a sector boundary or at `to`: space a commit's write never
+/// reached, before bytes that did land (the rest of its sector's
+/// neighbours, or the next commit).
+fn has_unwritten_run(buf: &[u8], base: u64, to: usize) -> bool {
     let sector = SECTOR_SIZE_BYTES as u64;
-    let n = (base.next_multiple_of(sector) - base) as usize;
-    n > 0 && n <= to && n <= buf.len() && buf[..n].iter().all(|&b| b == 0)
-}
-
-/// True if the bytes of `buf` just before `to`, where a valid record
-/// begins, are zeros: space a commit never got to (its write was cut short,
-/// at any byte) before the next commit's bytes landed. The weakest of the
-/// three marks: corruption of a record whose payload ends in a zero byte
-/// looks the same, which is why it counts only in the last commits' window
-/// and why recovery still refuses records below the recorded durable seq.
-fn ends_in_unwritten_space(buf: &[u8], to: usize) -> bool {
-    to > 0 && to <= buf.len() && buf[to - 1] == 0
+    let to = to.min(buf.len());
+    let first_boundary = (base + 1).div_ceil(sector) * sector;
+    let boundaries = (first_boundary..base + to as u64)
+        .step_by(SECTOR_SIZE_BYTES)
+        .map(|b| (b - base) as usize);
+    boundaries.chain(std::iter::once(to)).any(|end| {
+        end >= UNWRITTEN_RUN_BYTES_MIN
+            && buf[end - UNWRITTEN_RUN_BYTES_MIN..end]
+                .iter()
+                .all(|&b| b == 0)
+    })
 }
 
 /// Looks for any valid record at or after `from` whose seq could belong to
