@@ -163,6 +163,16 @@ impl SimDisk {
         self.ops.len()
     }
 
+    /// The lowest offset of `path` that a crash could still lose (written
+    /// and not covered by a completed fdatasync), if any.
+    pub fn unsynced_from(&self, path: &std::path::Path) -> Option<u64> {
+        self.dirty
+            .iter()
+            .filter(|d| d.path == path)
+            .map(|d| d.offset)
+            .min()
+    }
+
     fn latency_ns(&mut self) -> u64 {
         if self.rng.chance(self.faults.latency_spike) {
             self.stats.latency_spikes += 1;
