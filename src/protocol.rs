@@ -74,6 +74,8 @@ use crate::constants::{SHARDS_MAX, SOURCE_NAME_BYTES_MAX};
 pub const HELLO_MAGIC: [u8; 8] = *b"RSHIPNET";
 pub const WELCOME_MAGIC: [u8; 8] = *b"RSHIPWLC";
 pub const ACK_MAGIC: [u8; 4] = *b"RACK";
+/// A receiver's Stop notice on the ack stream, in place of an ack.
+pub const STOP_MAGIC: [u8; 4] = *b"RSTP";
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// A version-1 hello, and the part every hello starts with.
@@ -88,8 +90,12 @@ pub const ACK_BYTES: usize = 16;
 pub const CAP_RECORD_KINDS: u16 = 1 << 0;
 /// Capability: salted segments, announced by Segment frames.
 pub const CAP_SALTED_SEGMENTS: u16 = 1 << 1;
+/// Capability: the shipper reads a receiver's Stop notice on the ack
+/// stream ([`encode_stop`]); a receiver sends it only to a shipper that
+/// announced this.
+pub const CAP_STOP_NOTICE: u16 = 1 << 2;
 /// What this build supports.
-pub const CAPABILITIES: u16 = CAP_RECORD_KINDS | CAP_SALTED_SEGMENTS;
+pub const CAPABILITIES: u16 = CAP_RECORD_KINDS | CAP_SALTED_SEGMENTS | CAP_STOP_NOTICE;
 /// What every version-2 peer must support.
 pub const CAPABILITIES_V2_BASELINE: u16 = CAP_RECORD_KINDS | CAP_SALTED_SEGMENTS;
 
@@ -174,6 +180,12 @@ pub enum ProtocolError {
     UnknownStatus(u16),
     #[error("protocol error: bad ack")]
     BadAck,
+    #[error(
+        "the receiver stopped storing this source: {}; it holds it through seq {durable_seq}. \
+         The records stay in this WAL, and the shipper retries with backoff",
+        if *disk_full { "its disk is full" } else { "a storage error (see the receiver's log)" }
+    )]
+    ReceiverStopped { disk_full: bool, durable_seq: u64 },
     #[error("protocol error: ack for seq {seq} outside [{low}, {high}]")]
     AckOutOfRange { seq: u64, low: u64, high: u64 },
     #[error("protocol error: record expected at seq {seq}: {source}")]
@@ -482,7 +494,36 @@ pub fn encode_ack(durable_seq: u64) -> [u8; ACK_BYTES] {
     b
 }
 
+/// Why a receiver stops storing a connection's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    DiskFull = 1,
+    Storage = 2,
+}
+
+/// The Stop notice a receiver sends, in place of an ack, when it can store
+/// no more of a connection's records (its disk is full, its WAL failed),
+/// before it closes the connection: the shipper logs why and retries with
+/// backoff instead of at once. Layout (16 bytes, as an ack): `b"RSTP"`, the
+/// reason (u32: 1 disk full, 2 another storage error), the durable seq the
+/// receiver holds (u64).
+pub fn encode_stop(reason: StopReason, durable_seq: u64) -> [u8; ACK_BYTES] {
+    let mut b = [0u8; ACK_BYTES];
+    b[0..4].copy_from_slice(&STOP_MAGIC);
+    b[4..8].copy_from_slice(&(reason as u32).to_le_bytes());
+    b[8..16].copy_from_slice(&durable_seq.to_le_bytes());
+    b
+}
+
+/// Decodes an ack; a Stop notice is [`ProtocolError::ReceiverStopped`].
 pub fn decode_ack(b: &[u8]) -> Result<u64, ProtocolError> {
+    if b.len() == ACK_BYTES && b[0..4] == STOP_MAGIC {
+        let reason = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+        return Err(ProtocolError::ReceiverStopped {
+            disk_full: reason == StopReason::DiskFull as u32,
+            durable_seq: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+        });
+    }
     if b.len() != ACK_BYTES || b[0..4] != ACK_MAGIC || b[4..8] != [0; 4] {
         return Err(ProtocolError::BadAck);
     }
@@ -697,6 +738,10 @@ mod tests {
             #[test]
             fn acks_and_segment_frames_round_trip(seq: u64, salt: u64, first_seq: u64) {
                 prop_assert_eq!(decode_ack(&encode_ack(seq)), Ok(seq));
+                prop_assert_eq!(
+                    decode_ack(&encode_stop(StopReason::DiskFull, seq)),
+                    Err(ProtocolError::ReceiverStopped { disk_full: true, durable_seq: seq })
+                );
                 let frame = encode_segment_frame(salt, first_seq);
                 let payload = &frame[crate::constants::RECORD_HEADER_BYTES..];
                 prop_assert_eq!(decode_segment_frame(payload), Ok((salt, first_seq)));

@@ -25,7 +25,9 @@ fn ship(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"one\n").unwrap();
+    // A child refusing its flags may exit before it reads: a broken pipe
+    // here is that, not a failure.
+    let _ = child.stdin.take().unwrap().write_all(b"one\n");
     child.wait_with_output().unwrap()
 }
 

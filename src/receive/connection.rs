@@ -279,6 +279,8 @@ pub(super) struct Conn {
     /// The WAL failed: the connection is shut down and waits for its
     /// operations to complete before it is dropped.
     failed: Option<String>,
+    /// The shipper reads a Stop notice (it announced CAP_STOP_NOTICE).
+    stop_notice: bool,
     _registration: Registration,
 }
 
@@ -295,6 +297,7 @@ impl Conn {
         wal.set_owner(owner);
         let durable_seq = wal.durable_seq();
         let version = hello.version;
+        let stop_notice = version >= 2 && hello.capabilities & protocol::CAP_STOP_NOTICE != 0;
         let conn = Conn {
             owner,
             peer,
@@ -308,6 +311,7 @@ impl Conn {
             ack_timeout_pending: false,
             ack_sent_bytes: 0,
             failed: None,
+            stop_notice,
             _registration: registration,
         };
         tracing::info!(source = %conn.hello.source, shard = conn.hello.shard, peer = %conn.peer, "serving");
@@ -338,7 +342,7 @@ impl Conn {
                 Ok(()) => self
                     .source
                     .arm(ring, Token::new(self.owner, Kind::RecordRecv, 0)),
-                Err(e) => self.fail(e.to_string()),
+                Err(e) => self.fail_storage(ring, e),
             }
         }
         self.send_ack(ring);
@@ -386,7 +390,11 @@ impl Conn {
         } else if kind == Kind::AckSend {
             let buf = completion.buf.expect("a send hands its buffer back");
             let sent = self.ack_sent_bytes + completion.result.max(0) as usize;
-            if completion.result <= 0 {
+            if self.failed.is_some() && completion.result > 0 && sent >= ACK_BYTES {
+                // The Stop notice is out: now the connection closes.
+                let _ = self.stream.shutdown(Shutdown::Both);
+                self.ack_buf = Some(buf);
+            } else if completion.result <= 0 {
                 // The shipper is gone or stopped reading (the send timed
                 // out): no more acks; it resumes by seq on reconnect.
                 self.ack_dead = true;
@@ -405,9 +413,36 @@ impl Conn {
             match self.wal.on_completion(ring, completion) {
                 Ok(Some(seq)) => self.ack_due = Some(seq),
                 Ok(None) => {}
-                Err(e) => self.fail(e.to_string()),
+                Err(e) => self.fail_storage(ring, e),
             }
         }
+    }
+
+    /// The WAL cannot store more (a full disk, a failed write or sync):
+    /// tells the shipper why with a Stop notice in place of the next ack,
+    /// if it reads one and no ack is in flight, and closes the connection
+    /// once the notice is sent. The shipper keeps its records and retries
+    /// with backoff; nothing acknowledged is touched.
+    fn fail_storage(&mut self, ring: &mut impl Io, e: WalError) {
+        let reason = match e {
+            WalError::DiskFull { .. } => protocol::StopReason::DiskFull,
+            _ => protocol::StopReason::Storage,
+        };
+        let why = e.to_string();
+        if !self.stop_notice || self.ack_dead || self.ack_buf.is_none() {
+            return self.fail(why);
+        }
+        tracing::warn!(source = %self.hello.source, shard = self.hello.shard, peer = %self.peer,
+            "closing connection: storage: {why}; the shipper is told to retry later");
+        let mut buf = self.ack_buf.take().expect("checked above");
+        buf.clear();
+        buf.extend_from_slice(&protocol::encode_stop(reason, self.wal.durable_seq()));
+        self.ack_due = None;
+        self.failed = Some(why);
+        // Reading stops now (its RECV completes); the socket closes once
+        // the notice is sent.
+        let _ = self.stream.shutdown(Shutdown::Read);
+        self.push_ack(ring, buf, 0);
     }
 
     fn fail(&mut self, why: String) {

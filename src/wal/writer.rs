@@ -1213,6 +1213,24 @@ impl WalWriter {
         // name (its first seq) is the new one's too.
         let replaces = self.segment_first_seq == self.next_seq;
         let header = SegmentHeader::new(self.shard, self.next_seq, self.wal_id, salt);
+        if replaces {
+            // Deleted first, so that the replacement needs no more space
+            // than it: a replica taking its source's salt on a disk with
+            // room for one segment must not fail. (A crash in between
+            // leaves no segment for a seq that has no record: nothing is
+            // lost, and the next open creates one.) The open file goes
+            // first, or its space would stay allocated.
+            self.file = File::open(&self.dir).map_err(|source| WalError::Io {
+                op: "open shard directory",
+                path: self.dir.clone(),
+                source,
+            })?;
+            std::fs::remove_file(&self.segment_path).map_err(|source| WalError::Io {
+                op: "remove an empty segment",
+                path: self.segment_path.clone(),
+                source,
+            })?;
+        }
         // The old file closes here; no operation on it is in flight.
         self.file = create_segment(&self.dir, header)?;
         self.segment_path = self.dir.join(segment::segment_file_name(self.next_seq));

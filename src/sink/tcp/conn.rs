@@ -219,12 +219,19 @@ impl Link {
         self.done.take()
     }
 
-    /// `stream` is the live connection now.
+    /// `stream` is the live connection now. The backoff is not reset
+    /// yet: a receiver that accepts and then stops (its disk is full) would
+    /// otherwise be retried at the shortest interval for ever.
     pub fn connected(&mut self, stream: TcpStream) {
         self.generation += 1;
         self.stream = Some(stream);
-        self.backoff_ms = RECONNECT_BACKOFF_MIN_MS;
         self.retry_at = None;
+    }
+
+    /// The peer acknowledged something new: the next reconnect starts from
+    /// the shortest backoff again.
+    pub fn progressed(&mut self) {
+        self.backoff_ms = RECONNECT_BACKOFF_MIN_MS;
     }
 
     /// Shuts the connection down: its reads and sends still in flight

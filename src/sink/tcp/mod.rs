@@ -275,6 +275,14 @@ impl TcpSink {
         let (stream, peer_seq) = match result {
             Ok(ok) => ok,
             Err(conn::HandshakeError::Fatal(e)) => return Err(SinkError::Refused(e)),
+            Err(why @ conn::HandshakeError::Refused(_)) => {
+                // The receiver answered but turned this attempt away (its
+                // storage failed, another connection still holds the
+                // source): worth a line in the log, and a retry.
+                tracing::warn!(peer = %self.config.peer, shard = self.shard, "{why}; retrying");
+                self.link.schedule_retry();
+                return Ok(());
+            }
             Err(why) => {
                 tracing::debug!(peer = %self.config.peer, "cannot reach the peer: {why}");
                 self.link.schedule_retry();
@@ -326,7 +334,12 @@ impl TcpSink {
             return;
         }
         match parsed {
-            Some(Ok(acked)) => self.window.on_acked(acked),
+            Some(Ok(acked)) => {
+                if acked > self.window.acked_seq {
+                    self.link.progressed();
+                }
+                self.window.on_acked(acked)
+            }
             Some(Err(why)) => self.disconnect(&why.to_string()),
             None if n == 0 => self.disconnect("the peer closed the connection"),
             None => self.disconnect(&std::io::Error::from_raw_os_error(-n).to_string()),
