@@ -120,7 +120,8 @@ pub mod internals {
     pub mod protocol {
         pub use crate::protocol::{
             ACK_BYTES, HELLO_BYTES, HELLO_V2_BYTES, Hello, WELCOME_BYTES, WELCOME_V2_BYTES,
-            WelcomeStatus, decode_ack, decode_welcome, encode_abort, encode_segment_frame,
+            WelcomeStatus, decode_ack, decode_segment_frame, decode_welcome, encode_abort,
+            encode_segment_frame, welcome_rest_bytes,
         };
     }
 
