@@ -21,6 +21,7 @@
 //! runs), `fake` (a test implementation of [`Io`]), [`cpu`] (pinning and
 //! wake-up latency), [`pipe`] (splice pipes).
 
+pub(crate) mod clock;
 pub mod cpu;
 pub(crate) mod event_loop;
 #[cfg(test)]

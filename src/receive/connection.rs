@@ -462,14 +462,39 @@ impl Conn {
     }
 
     pub(super) fn is_done(&self, ring: &Ring) -> bool {
+        self.is_done_with(ring.in_flight_for(self.owner))
+    }
+
+    /// [`Conn::is_done`], given how many of its operations are in flight.
+    pub(super) fn is_done_with(&self, in_flight: usize) -> bool {
         if self.failed.is_some() {
-            return ring.in_flight_for(self.owner) == 0;
+            return in_flight == 0;
         }
         self.source.is_finished()
             && self.wal.is_idle()
             && self.ack_buf.is_some()
             && !self.ack_timeout_pending
             && (self.ack_due.is_none() || self.ack_dead)
+    }
+
+    /// The replica's durable seq (the simulator's check).
+    #[cfg(test)]
+    pub(super) fn durable_seq(&self) -> u64 {
+        self.wal.durable_seq()
+    }
+
+    /// The process dies (the simulator's crash).
+    #[cfg(test)]
+    pub(super) fn crash(self) {
+        self.wal.crash();
+    }
+
+    /// Ends without merging statistics anywhere (the simulator's).
+    #[cfg(test)]
+    pub(super) fn retire_quietly(self) {
+        if self.failed.is_none() && self.wal.is_idle() {
+            let _ = self.wal.into_stats();
+        }
     }
 
     pub(super) fn retire(mut self, shared: &Shared) {

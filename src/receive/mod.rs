@@ -336,3 +336,84 @@ impl Drop for Registration {
         self.shared.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// What the simulator (`crate::sim`) needs of a receiver connection: the
+/// real connection state machine, built without an acceptor, admission
+/// thread or core, and driven through its `Io`.
+#[cfg(test)]
+pub(crate) mod simulated {
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use super::connection::Conn;
+    use super::reactor::Admitted;
+    use super::{Active, ReceiverStats, Registration, Shared};
+    use crate::io::{Completion, Io, Owner};
+    use crate::latency::Recorder;
+    use crate::protocol::Hello;
+    use crate::wal::WalWriter;
+
+    /// One admitted connection of a receiver, as its core runs it.
+    pub(crate) struct SimConn(Conn);
+
+    impl SimConn {
+        /// The connection `stream` (whose hello was `hello`) served into
+        /// `wal`, its completions tagged `owner`.
+        pub fn new(stream: TcpStream, hello: Hello, wal: WalWriter, owner: Owner) -> SimConn {
+            let shared = Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                active: Mutex::new(Active::default()),
+                open: AtomicUsize::new(1),
+                stats: ReceiverStats::default(),
+                remote_durable: Mutex::new(Recorder::new()),
+            });
+            let admitted = Admitted {
+                reader: stream.try_clone().expect("clone a socket"),
+                stream,
+                peer: "127.0.0.1:1".parse().expect("an address"),
+                hello,
+                wal,
+                registration: Registration {
+                    shared: shared.clone(),
+                    key: None,
+                },
+            };
+            SimConn(Conn::new(admitted, owner, shared))
+        }
+
+        pub fn step(&mut self, io: &mut impl Io) {
+            self.0.step(io);
+        }
+
+        pub fn on_completion(&mut self, io: &mut impl Io, c: Completion) {
+            self.0.on_completion(io, c);
+        }
+
+        /// Nothing more will happen, with `in_flight` operations of its own
+        /// still in flight.
+        pub fn is_done(&self, in_flight: usize) -> bool {
+            self.0.is_done_with(in_flight)
+        }
+
+        pub fn shut_down(&self) {
+            self.0.shut_down();
+        }
+
+        /// The replica's durable seq.
+        pub fn durable_seq(&self) -> u64 {
+            self.0.durable_seq()
+        }
+
+        /// The process dies: no last write of anything.
+        pub fn crash(self) {
+            self.0.crash();
+        }
+
+        /// The connection ends normally.
+        pub fn retire(self) {
+            self.0.retire_quietly();
+        }
+    }
+}

@@ -163,6 +163,16 @@ impl SimDisk {
         self.ops.len()
     }
 
+    /// Operations of `owner` in flight.
+    pub fn in_flight_for(&self, owner: crate::io::Owner) -> usize {
+        self.ops.iter().filter(|o| o.token.owner == owner).count()
+    }
+
+    /// When the next operation is due, if any is in flight.
+    pub fn next_due(&self) -> Option<u64> {
+        self.ops.iter().map(|o| o.due_ns).min()
+    }
+
     /// The lowest offset of `path` that a crash could still lose (written
     /// and not covered by a completed fdatasync), if any.
     pub fn unsynced_from(&self, path: &std::path::Path) -> Option<u64> {
@@ -343,6 +353,23 @@ impl SimDisk {
                 }
             }
         }
+        self.settle(crash);
+    }
+
+    /// A WAL was opened again without a crash (a receiver's new
+    /// connection): its recovery synced every segment and dropped the last
+    /// one's clean cached pages, so what is dirty is now on the disk, and
+    /// what a failed fdatasync marked clean is gone.
+    pub fn recovered(&mut self) {
+        assert!(
+            self.ops.is_empty(),
+            "a WAL reopened with operations in flight"
+        );
+        self.settle(Crash::Process);
+    }
+
+    /// Decides what of the unsynced writes the disk keeps.
+    fn settle(&mut self, crash: Crash) {
         let block = if self.rng.chance(0.5) { 512 } else { 4096 };
         // Pages a failed fdatasync marked clean go back to what the disk
         // holds, unless a later write dirtied them again: the page cache

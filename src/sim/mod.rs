@@ -30,6 +30,9 @@
 //! and what it does not.
 
 mod disk;
+mod host;
+mod net;
+mod pair;
 mod rng;
 
 use std::collections::BTreeMap;
@@ -43,6 +46,8 @@ use crate::wal::{Durability, Stage, WalReader, WalWriter};
 
 /// Seeds `cargo test` runs.
 pub(crate) const CI_SEEDS: u64 = 256;
+/// Shipping seeds `cargo test` runs.
+pub(crate) const SHIPPING_CI_SEEDS: u64 = 128;
 
 /// Completions allowed for the WAL to become idle once faults stop, and
 /// the simulated time they may take.
@@ -619,6 +624,117 @@ mod tests {
             failures[0]
         );
         assert!(total.machine_crashes > 0 && total.disk.sync_eio > 0 && total.segments > 0);
+    }
+
+    /// The shipping simulation: a shipper and a receiver over the
+    /// simulated network, SHIPPING_CI_SEEDS seeds (or RINGSHIP_SIM_SEEDS),
+    /// or the one RINGSHIP_SIM_SEED replays.
+    #[test]
+    fn simulate_shipping() {
+        if let Some(seed) = env_u64("RINGSHIP_SIM_SEED") {
+            let out =
+                pair::run_seed(seed, &scratch_root(), true).unwrap_or_else(|why| panic!("{why}"));
+            eprintln!("{}", out.report());
+            return;
+        }
+        let n = env_u64("RINGSHIP_SIM_SEEDS").unwrap_or(SHIPPING_CI_SEEDS);
+        let started = std::time::Instant::now();
+        let root = scratch_root();
+        let seeds: Vec<u64> = (0..n).collect();
+        let results: Vec<(pair::PairOutcome, Vec<String>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = [0usize, 1]
+                .into_iter()
+                .map(|w| {
+                    let root = root.clone();
+                    let mine: Vec<u64> = seeds.iter().copied().skip(w).step_by(2).collect();
+                    s.spawn(move || {
+                        let mut total = pair::PairOutcome::default();
+                        let mut failures = Vec::new();
+                        for seed in mine {
+                            let r = std::panic::catch_unwind(|| pair::run_seed(seed, &root, false))
+                                .unwrap_or_else(|panic| {
+                                    let why = panic
+                                        .downcast_ref::<String>()
+                                        .cloned()
+                                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                        .unwrap_or_default();
+                                    Err(format!(
+                                        "shipping seed {seed} panicked: {why}\nreplay: RINGSHIP_SIM_SEED={seed} \
+                                         cargo test --lib sim::tests::simulate_shipping -- --nocapture"
+                                    ))
+                                });
+                            match r {
+                                Ok(o) => total.add(&o),
+                                Err(why) => failures.push(why),
+                            }
+                        }
+                        (total, failures)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a simulator thread"))
+                .collect()
+        });
+        let mut total = pair::PairOutcome::default();
+        let mut failures = Vec::new();
+        for (o, f) in results {
+            total.add(&o);
+            failures.extend(f);
+        }
+        let report = format!(
+            "ringship shipping simulator: seeds 0..{n} in {:.1} s\n{}\n",
+            started.elapsed().as_secs_f64(),
+            total.report()
+        );
+        eprintln!("{report}");
+        let _ = std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sim-shipping-summary.txt"),
+            &report,
+        );
+        assert!(
+            failures.is_empty(),
+            "{} of {n} shipping seeds failed; the first:\n{}",
+            failures.len(),
+            failures[0]
+        );
+    }
+
+    /// A shipping seed replays exactly too.
+    #[test]
+    fn a_shipping_seed_replays_exactly() {
+        let root = scratch_root();
+        let a = pair::run_seed(2, &root, false).unwrap();
+        let b = pair::run_seed(2, &root, false).unwrap();
+        assert_eq!(a.report(), b.report());
+    }
+
+    /// With the broken variant, the receiver acknowledges records before
+    /// its fdatasync: a machine crash of the receiver then loses records
+    /// the shipper was told are safe, which the shipping seeds must catch.
+    #[test]
+    fn the_broken_variant_is_caught_by_the_shipping_simulation() {
+        crate::wal::writer::broken::set_acks_before_sync(true);
+        let root = scratch_root();
+        let caught = (0..SHIPPING_CI_SEEDS).find_map(|seed| {
+            std::panic::catch_unwind(|| pair::run_seed(seed, &root, false))
+                .ok()
+                .and_then(|r| r.err())
+                .filter(|why| {
+                    why.contains("lost acknowledged records")
+                        || why.contains("the receiver made only")
+                })
+                .map(|why| (seed, why))
+        });
+        crate::wal::writer::broken::set_acks_before_sync(false);
+        let (seed, why) = caught.expect("no shipping seed caught acks sent before the fdatasync");
+        let report = format!("shipping: broken variant caught by seed {seed}:\n{why}\n");
+        eprintln!("{report}");
+        let _ = std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sim-shipping-broken.txt"),
+            report,
+        );
     }
 
     /// The same seed twice gives the same run: a printed seed replays.

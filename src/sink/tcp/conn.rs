@@ -26,7 +26,7 @@ pub(super) type Pipe = (OwnedFd, OwnedFd, usize);
 
 /// Why a connect attempt failed; the sink retries after a backoff.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
     #[error("setting socket options: {0}")]
@@ -48,7 +48,7 @@ pub(super) enum HandshakeError {
 }
 
 /// What a connect attempt gives: the stream and the peer's durable seq.
-pub(super) type Connected = Result<(TcpStream, u64), HandshakeError>;
+pub(crate) type Connected = Result<(TcpStream, u64), HandshakeError>;
 
 /// Connects and handshakes, blocking, bounded by the connect and handshake
 /// timeouts. Runs on the connect thread.
@@ -79,6 +79,22 @@ fn handshake(peer: SocketAddr, hello: &Hello) -> Connected {
     stream.set_read_timeout(None).map_err(Socket)?;
     stream.set_write_timeout(None).map_err(Socket)?;
     Ok((stream, peer_seq))
+}
+
+/// Who makes a connection: a short-lived thread doing a real connect and
+/// handshake, or (test builds) the simulator, which takes the attempt from
+/// a queue, answers it and completes the wake-up read itself.
+pub(crate) enum Connector {
+    Thread,
+    #[cfg(test)]
+    Sim(Arc<std::sync::Mutex<std::collections::VecDeque<SimAttempt>>>),
+}
+
+/// A connect attempt for the simulator to answer: the result goes on `tx`.
+#[cfg(test)]
+pub(crate) struct SimAttempt {
+    pub hello: Hello,
+    pub tx: Sender<Connected>,
 }
 
 /// What a dead connection leaves open until its operations complete: SPLICE
@@ -113,6 +129,7 @@ pub(super) struct Link {
     held: Option<Held>,
     /// Splices of dead connections whose completion is still due.
     pub stale_ops: usize,
+    pub connector: Connector,
 }
 
 impl Link {
@@ -124,7 +141,7 @@ impl Link {
             generation: 0,
             backoff_ms: RECONNECT_BACKOFF_MIN_MS,
             retry_at: None,
-            jitter: crate::frame::now_ns() | 1,
+            jitter: crate::io::clock::jitter_seed(),
             wake: Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?),
             tx,
             rx,
@@ -133,6 +150,7 @@ impl Link {
             done: None,
             held: None,
             stale_ops: 0,
+            connector: Connector::Thread,
         })
     }
 
@@ -157,7 +175,7 @@ impl Link {
 
     /// True if no attempt may start yet (backoff).
     pub fn backing_off(&self) -> bool {
-        self.retry_at.is_some_and(|t| Instant::now() < t)
+        self.retry_at.is_some_and(|t| crate::io::clock::now() < t)
     }
 
     pub fn schedule_retry(&mut self) {
@@ -167,7 +185,8 @@ impl Link {
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;
         let jitter_ms = self.jitter % (self.backoff_ms / 2 + 1);
-        self.retry_at = Some(Instant::now() + Duration::from_millis(self.backoff_ms + jitter_ms));
+        self.retry_at =
+            Some(crate::io::clock::now() + Duration::from_millis(self.backoff_ms + jitter_ms));
         self.backoff_ms = (self.backoff_ms * 2).min(RECONNECT_BACKOFF_MAX_MS);
     }
 
@@ -194,16 +213,25 @@ impl Link {
         let peer = self.peer;
         let tx = self.tx.clone();
         let wake = self.wake.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ringship-connect".into())
-            .spawn(move || {
-                let _ = tx.send(handshake(peer, &hello));
-                let _ = wake.write(1);
-            });
-        if let Err(e) = spawned {
-            // Complete the read ourselves; the failure is reported with it.
-            let _ = self.tx.send(Err(HandshakeError::Thread(e)));
-            let _ = self.wake.write(1);
+        match &self.connector {
+            Connector::Thread => {
+                let spawned = std::thread::Builder::new()
+                    .name("ringship-connect".into())
+                    .spawn(move || {
+                        let _ = tx.send(handshake(peer, &hello));
+                        let _ = wake.write(1);
+                    });
+                if let Err(e) = spawned {
+                    // Complete the read ourselves; the failure is reported with it.
+                    let _ = self.tx.send(Err(HandshakeError::Thread(e)));
+                    let _ = self.wake.write(1);
+                }
+            }
+            #[cfg(test)]
+            Connector::Sim(attempts) => attempts
+                .lock()
+                .expect("not poisoned")
+                .push_back(SimAttempt { hello, tx }),
         }
     }
 

@@ -29,6 +29,8 @@
 //!   the sink's; the buffer is the kernel's until the notification.
 
 mod conn;
+#[cfg(test)]
+pub(crate) use conn::{HandshakeError, SimAttempt};
 mod copy;
 mod splice;
 mod window;
@@ -344,6 +346,18 @@ impl TcpSink {
             None if n == 0 => self.disconnect("the peer closed the connection"),
             None => self.disconnect(&std::io::Error::from_raw_os_error(-n).to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+impl TcpSink {
+    /// Connects through the simulator (`crate::sim`): attempts go on
+    /// `attempts` for it to answer.
+    pub(crate) fn simulated(
+        &mut self,
+        attempts: Arc<std::sync::Mutex<std::collections::VecDeque<SimAttempt>>>,
+    ) {
+        self.link.connector = conn::Connector::Sim(attempts);
     }
 }
 
