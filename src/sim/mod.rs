@@ -23,11 +23,14 @@
 //! seeds instead, `RINGSHIP_SIM_SEED=N` replays one with a trace. A failing
 //! seed prints the command that replays it exactly. The broken variant
 //! (`wal::writer::broken`, a commit taken as durable when its write
-//! completes, before its fdatasync) must be caught within the CI seeds.
+//! completes, before its fdatasync) must be caught by both simulations.
 //!
-//! Not simulated yet: the network (the sink and the receiver), and what
-//! `disk` lists as not modelled. docs/reliability.md says what this covers
-//! and what it does not.
+//! [`pair`] runs the shipping simulation on top: the real TCP sink and the
+//! real receiver connection over a simulated network ([`net`]), each side
+//! on its own simulated disk ([`host`] joins the two behind the seam).
+//! `RINGSHIP_SIM_SEED` replays a shipping seed with
+//! `sim::tests::simulate_shipping`. docs/reliability.md says what this
+//! covers and what it does not model.
 
 mod disk;
 mod host;
