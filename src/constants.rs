@@ -241,6 +241,14 @@ pub const TCP_KEEPALIVE_IDLE_S: u32 = 10;
 pub const TCP_KEEPALIVE_INTERVAL_S: u32 = 5;
 pub const TCP_KEEPALIVE_COUNT: u32 = 3;
 
+/// A connection whose sent bytes stay unacknowledged this long is dropped
+/// (TCP_USER_TIMEOUT): keepalive only probes an idle connection, so without
+/// it a peer that vanished while records were in flight (a power cut, a
+/// partition) would be noticed only after the kernel's retransmissions give
+/// up, about 15 minutes. (Noticed while modelling half-open peers for the
+/// simulator, which drops such a connection after this long.)
+pub const TCP_USER_TIMEOUT_MS: u32 = 30_000;
+
 /// How often a connection taking over a (source, shard) checks whether the
 /// older connection has finished (it waits at most HANDSHAKE_TIMEOUT_MS).
 pub const TAKEOVER_POLL_MS: u64 = 20;

@@ -472,6 +472,11 @@ pub fn set_keepalive(stream: &std::net::TcpStream) {
     let _ = setsockopt(stream, sockopt::TcpKeepIdle, &TCP_KEEPALIVE_IDLE_S);
     let _ = setsockopt(stream, sockopt::TcpKeepInterval, &TCP_KEEPALIVE_INTERVAL_S);
     let _ = setsockopt(stream, sockopt::TcpKeepCount, &TCP_KEEPALIVE_COUNT);
+    let _ = setsockopt(
+        stream,
+        sockopt::TcpUserTimeout,
+        &crate::constants::TCP_USER_TIMEOUT_MS,
+    );
 }
 
 /// Longest reason an Abort frame carries.

@@ -16,18 +16,22 @@
 //!   left to read.
 //! - **Resets** lose the bytes in flight and fail every pending operation
 //!   on the connection (-ECONNRESET).
+//! - **Half-open peers** (a partition, a peer that lost power): bytes sent
+//!   either way vanish without an error, until the connection is dropped
+//!   [`TCP_USER_TIMEOUT_MS`] later, as keepalive and TCP_USER_TIMEOUT drop
+//!   it on a real socket.
 //! - **Stale operations**: a dead connection's operations complete after a
 //!   new one exists, as on a real ring.
 //!
-//! Not modelled: an ack send's timeout firing (acks always go), half-open
-//! peers that swallow bytes without a reset, reordering within a stream
-//! (TCP never does).
+//! Not modelled: an ack send's timeout firing (acks always go), reordering
+//! within a stream (TCP never does).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::rng::Rng;
+use crate::constants::TCP_USER_TIMEOUT_MS;
 use crate::io::{Completion, Token};
 
 /// Which host an operation belongs to, and which end of a connection.
@@ -61,6 +65,7 @@ pub(crate) struct NetStats {
     pub recvs: u64,
     pub short_recvs: u64,
     pub resets: u64,
+    pub half_open: u64,
     pub bytes_lost_in_flight: u64,
     pub stale_completions: u64,
     pub latency_spikes: u64,
@@ -74,6 +79,7 @@ impl NetStats {
         self.recvs += o.recvs;
         self.short_recvs += o.short_recvs;
         self.resets += o.resets;
+        self.half_open += o.half_open;
         self.bytes_lost_in_flight += o.bytes_lost_in_flight;
         self.stale_completions += o.stale_completions;
         self.latency_spikes += o.latency_spikes;
@@ -91,6 +97,8 @@ struct Link {
     /// Bytes travelling toward each side.
     to: [Pipe; 2],
     reset: bool,
+    /// Half-open: bytes sent vanish, until the reset due then.
+    silent_until: Option<u64>,
     /// The sim's own handles on both ends, to read their state and to
     /// close the connection when a side dies.
     ends: [TcpStream; 2],
@@ -204,6 +212,7 @@ impl Net {
         self.links.push(Link {
             to: [Pipe::default(), Pipe::default()],
             reset: false,
+            silent_until: None,
             ends: [
                 client.try_clone().expect("clone"),
                 server.try_clone().expect("clone"),
@@ -324,6 +333,23 @@ impl Net {
         self.stats.resets += 1;
     }
 
+    /// Makes connection `link` half-open: whatever either side sends from
+    /// now on vanishes, and the connection is reset when the peer's
+    /// silence is noticed.
+    pub fn half_open(&mut self, link: usize) {
+        let l = &mut self.links[link];
+        if l.reset || l.silent_until.is_some() {
+            return;
+        }
+        for pipe in &mut l.to {
+            let lost: usize = pipe.in_flight.iter().map(|(_, b)| b.len()).sum();
+            self.stats.bytes_lost_in_flight += lost as u64;
+            pipe.in_flight.clear();
+        }
+        l.silent_until = Some(self.now_ns + u64::from(TCP_USER_TIMEOUT_MS) * 1_000_000);
+        self.stats.half_open += 1;
+    }
+
     /// Closes `side`'s end of every connection (that side's process died).
     pub fn close_side(&mut self, side: Side) {
         for l in &mut self.links {
@@ -354,7 +380,12 @@ impl Net {
             .iter()
             .filter(|o| matches!(o.what, What::Recv { .. }) && self.recv_ready(o))
             .map(|o| o.due_ns.max(self.now_ns));
-        sends.chain(deliveries).chain(recvs).min()
+        let silences = self
+            .links
+            .iter()
+            .filter(|l| !l.reset)
+            .filter_map(|l| l.silent_until);
+        sends.chain(deliveries).chain(recvs).chain(silences).min()
     }
 
     fn recv_ready(&self, op: &Op) -> bool {
@@ -368,9 +399,18 @@ impl Net {
             || (pipe.in_flight.is_empty() && at_eof(&l.ends[op.side as usize]))
     }
 
-    /// Moves bytes whose time has come into their pipes.
+    /// Moves bytes whose time has come into their pipes, and resets the
+    /// half-open connections whose silence is noticed now.
     fn deliver(&mut self) {
         let now = self.now_ns;
+        let noticed: Vec<usize> = (0..self.links.len())
+            .filter(|&k| {
+                !self.links[k].reset && self.links[k].silent_until.is_some_and(|t| t <= now)
+            })
+            .collect();
+        for k in noticed {
+            self.reset(k);
+        }
         for l in &mut self.links {
             for pipe in &mut l.to {
                 while pipe.in_flight.front().is_some_and(|(t, _)| *t <= now) {
@@ -465,9 +505,14 @@ impl Net {
                         l.shipped.extend_from_slice(&bytes);
                         drain_frames(&mut l.shipped, shipped);
                     }
-                    l.to[side.other() as usize]
-                        .in_flight
-                        .push_back((deliver_at, bytes));
+                    if l.silent_until.is_some() {
+                        // Into the void: the sender cannot tell.
+                        self.stats.bytes_lost_in_flight += n as u64;
+                    } else {
+                        l.to[side.other() as usize]
+                            .in_flight
+                            .push_back((deliver_at, bytes));
+                    }
                     n as i32
                 };
                 if let Some(token) = timeout {

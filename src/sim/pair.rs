@@ -87,7 +87,8 @@ impl PairOutcome {
              crashes: shipper process {} machine {} · receiver process {} machine {} · \
              shipper stopped by an injected error {}\n\
              network: connections {} (refused {}, takeovers {}) · sends {} (short {}) · \
-             receives {} (short {}) · resets {} losing {} bytes in flight · latency spikes {}\n\
+             receives {} (short {}) · resets {} · half-open {} · {} bytes lost in flight · \
+             latency spikes {}\n\
              disks: short writes {} · write EIO {} · ENOSPC {} · fdatasync EIO {} · \
              dirty blocks lost at crashes {}\n\
              invariant checks {}",
@@ -108,6 +109,7 @@ impl PairOutcome {
             n.recvs,
             n.short_recvs,
             n.resets,
+            n.half_open,
             n.bytes_lost_in_flight,
             n.latency_spikes,
             d.short_writes,
@@ -130,6 +132,7 @@ struct Profile {
     receiver_crash: f64,
     machine_crash: f64,
     reset: f64,
+    half_open: f64,
     disk: DiskFaults,
     net: NetFaults,
 }
@@ -155,8 +158,8 @@ impl Profile {
             short_recv: p(0.3),
             latency_spike: p(0.03),
         };
-        let (shipper_crash, receiver_crash, machine_crash, reset) =
-            (p(0.004), p(0.004), p(1.0), p(0.01));
+        let (shipper_crash, receiver_crash, machine_crash, reset, half_open) =
+            (p(0.004), p(0.004), p(1.0), p(0.01), p(0.003));
         Profile {
             steps: rng.between(300, 1200),
             payload_max: if rng.chance(0.2) { 8192 } else { 300 },
@@ -165,6 +168,7 @@ impl Profile {
             receiver_crash,
             machine_crash,
             reset,
+            half_open,
             disk,
             net,
         }
@@ -758,6 +762,11 @@ fn drive(run: &mut Run<'_>, profile: &Profile) -> Result<(), String> {
             && let Some(link) = run.net.newest()
         {
             run.net.reset(link);
+        }
+        if run.rng.chance(profile.half_open)
+            && let Some(link) = run.net.newest()
+        {
+            run.net.half_open(link);
         }
         if run.rng.chance(0.3) {
             run.append(profile)?;
