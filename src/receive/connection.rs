@@ -281,6 +281,8 @@ pub(super) struct Conn {
     failed: Option<String>,
     /// The shipper reads a Stop notice (it announced CAP_STOP_NOTICE).
     stop_notice: bool,
+    /// A Stop notice to send once the ack in flight is out.
+    stop_pending: Option<[u8; ACK_BYTES]>,
     _registration: Registration,
 }
 
@@ -312,6 +314,7 @@ impl Conn {
             ack_sent_bytes: 0,
             failed: None,
             stop_notice,
+            stop_pending: None,
             _registration: registration,
         };
         tracing::info!(source = %conn.hello.source, shard = conn.hello.shard, peer = %conn.peer, "serving");
@@ -390,10 +393,21 @@ impl Conn {
         } else if kind == Kind::AckSend {
             let buf = completion.buf.expect("a send hands its buffer back");
             let sent = self.ack_sent_bytes + completion.result.max(0) as usize;
-            if self.failed.is_some() && completion.result > 0 && sent >= ACK_BYTES {
-                // The Stop notice is out: now the connection closes.
-                let _ = self.stream.shutdown(Shutdown::Both);
-                self.ack_buf = Some(buf);
+            if completion.result > 0 && sent >= ACK_BYTES && self.failed.is_some() {
+                match self.stop_pending.take() {
+                    // The ack before it is out: now the Stop notice.
+                    Some(notice) => {
+                        let mut buf = buf;
+                        buf.clear();
+                        buf.extend_from_slice(&notice);
+                        self.push_ack(ring, buf, 0);
+                    }
+                    // The Stop notice is out: now the connection closes.
+                    None => {
+                        let _ = self.stream.shutdown(Shutdown::Both);
+                        self.ack_buf = Some(buf);
+                    }
+                }
             } else if completion.result <= 0 {
                 // The shipper is gone or stopped reading (the send timed
                 // out): no more acks; it resumes by seq on reconnect.
@@ -429,20 +443,25 @@ impl Conn {
             _ => protocol::StopReason::Storage,
         };
         let why = e.to_string();
-        if !self.stop_notice || self.ack_dead || self.ack_buf.is_none() {
+        if !self.stop_notice || self.ack_dead {
             return self.fail(why);
         }
         tracing::warn!(source = %self.hello.source, shard = self.hello.shard, peer = %self.peer,
             "closing connection: storage: {why}; the shipper is told to retry later");
-        let mut buf = self.ack_buf.take().expect("checked above");
-        buf.clear();
-        buf.extend_from_slice(&protocol::encode_stop(reason, self.wal.durable_seq()));
+        let notice = protocol::encode_stop(reason, self.wal.durable_seq());
         self.ack_due = None;
         self.failed = Some(why);
         // Reading stops now (its RECV completes); the socket closes once
-        // the notice is sent.
+        // the notice is sent, after the ack in flight if there is one.
         let _ = self.stream.shutdown(Shutdown::Read);
-        self.push_ack(ring, buf, 0);
+        match self.ack_buf.take() {
+            Some(mut buf) => {
+                buf.clear();
+                buf.extend_from_slice(&notice);
+                self.push_ack(ring, buf, 0);
+            }
+            None => self.stop_pending = Some(notice),
+        }
     }
 
     fn fail(&mut self, why: String) {

@@ -22,10 +22,11 @@
 //! - **Faults** drawn per operation: short writes, EIO and ENOSPC on
 //!   writes, EIO on syncs, and latency spikes.
 //!
-//! Not modelled: the WAL's synchronous file operations outside the seam
-//! (segment creation, the watermarks file, recovery's repair), which are
-//! taken as durable when they return; directory entries that a crash
-//! forgets before their directory is synced. See docs/reliability.md.
+//! Directory entries (a segment or the watermarks file created or renamed,
+//! and not yet covered by a directory fsync) are `wal::fsops`'s journal's
+//! to undo at a machine crash. Not modelled: recovery's repair and
+//! deletions, which are taken as durable when they return. See
+//! docs/reliability.md.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};

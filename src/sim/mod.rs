@@ -36,7 +36,7 @@ mod disk;
 mod host;
 mod net;
 mod pair;
-mod rng;
+pub(crate) mod rng;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +45,7 @@ use self::disk::{Crash, DiskFaults, DiskStats, SimDisk};
 use self::rng::Rng;
 use crate::constants::RECORD_PAYLOAD_BYTES_MAX;
 use crate::io::Owner;
+use crate::wal::fsops::journal;
 use crate::wal::{Durability, Stage, WalReader, WalWriter};
 
 /// Seeds `cargo test` runs.
@@ -67,6 +68,10 @@ struct Profile {
     crash: f64,
     machine_crash: f64,
     faults: DiskFaults,
+    /// Chance a directory sync is where the machine dies.
+    crash_at_sync: f64,
+    /// Segments the disk has room for.
+    segments_room: Option<u64>,
 }
 
 impl Profile {
@@ -92,6 +97,7 @@ impl Profile {
         };
         let crash = p(0.01);
         let machine_crash = p(1.0);
+        let crash_at_sync = p(0.3);
         // Large records fill a 64 MiB segment in a few hundred: fewer steps.
         let big = payload_bytes.1 > 4096;
         Profile {
@@ -105,6 +111,8 @@ impl Profile {
             crash,
             machine_crash,
             faults,
+            crash_at_sync,
+            segments_room: (big && rng.chance(0.5)).then(|| rng.between(1, 3)),
         }
     }
 }
@@ -123,6 +131,12 @@ pub(crate) struct Outcome {
     pub checks: u64,
     pub sim_ns: u64,
     pub disk: DiskStats,
+    /// Machine crashes at a directory sync; creates and renames a crash
+    /// undid; segments refused for want of room.
+    pub dir_crashes: u64,
+    pub creates_undone: u64,
+    pub renames_undone: u64,
+    pub segments_refused: u64,
 }
 
 impl Outcome {
@@ -137,6 +151,10 @@ impl Outcome {
         self.checks += o.checks;
         self.sim_ns += o.sim_ns;
         self.disk.add(&o.disk);
+        self.dir_crashes += o.dir_crashes;
+        self.creates_undone += o.creates_undone;
+        self.renames_undone += o.renames_undone;
+        self.segments_refused += o.segments_refused;
     }
 
     pub fn report(&self) -> String {
@@ -147,6 +165,8 @@ impl Outcome {
              disk faults: short writes {} · write EIO {} · ENOSPC {} · fdatasync EIO {} · \
              syncs cancelled by a short write {} · latency spikes {}\n\
              at crashes: in-flight writes torn {} · dirty blocks kept {} lost {} · bytes put back {}\n\
+             directories: crashes at a directory fsync {} · creates undone {} · renames undone {} · \
+             segments refused for want of room {}\n\
              invariant checks {}",
             self.seeds,
             self.records_staged,
@@ -166,6 +186,10 @@ impl Outcome {
             d.blocks_kept,
             d.blocks_lost,
             d.bytes_lost,
+            self.dir_crashes,
+            self.creates_undone,
+            self.renames_undone,
+            self.segments_refused,
             self.checks,
         )
     }
@@ -316,6 +340,15 @@ impl Run<'_> {
             eprintln!("  writer stopped: {why}");
         }
         self.out.writer_errors += 1;
+        if journal::take_crashed() {
+            // The machine died at a directory sync.
+            return self.restart(Crash::Machine);
+        }
+        if why.starts_with("disk full") {
+            // The operator frees room for a segment or two.
+            let room = self.rng.between(1, 2);
+            journal::set_room(Some(room));
+        }
         self.restart(Crash::Process)
     }
 
@@ -337,6 +370,9 @@ impl Run<'_> {
             wal.crash();
         }
         self.disk.crash(crash);
+        if crash == Crash::Machine {
+            journal::crash();
+        }
         self.epoch += 1;
         self.blocked = false;
         self.open()
@@ -344,9 +380,20 @@ impl Run<'_> {
 
     /// Opens the WAL (recovering it) and checks the log it holds.
     fn open(&mut self) -> Result<(), String> {
-        let wal = match WalWriter::open(self.dir, 0, Durability::Fsync, Owner::Wal) {
-            Ok((wal, _)) => wal,
-            Err(e) => return Err(self.fail(format!("recovery refused the WAL: {e}"))),
+        let wal = loop {
+            match WalWriter::open(self.dir, 0, Durability::Fsync, Owner::Wal) {
+                Ok((wal, _)) => break wal,
+                // The machine died at one of the open's directory syncs.
+                Err(_) if journal::take_crashed() => {
+                    self.out.machine_crashes += 1;
+                    self.disk.crash(Crash::Machine);
+                    journal::crash();
+                }
+                Err(e) if e.to_string().starts_with("disk full") => {
+                    journal::set_room(Some(1));
+                }
+                Err(e) => return Err(self.fail(format!("recovery refused the WAL: {e}"))),
+            }
         };
         let mut expected = 1u64;
         let mut bad: Option<String> = None;
@@ -456,6 +503,7 @@ pub(crate) fn run_seed(seed: u64, root: &Path, trace: bool) -> Result<Outcome, S
     if trace {
         eprintln!("seed {seed}: {profile:?}");
     }
+    journal::start(rng.next_u64(), profile.crash_at_sync, profile.segments_room);
     let disk = SimDisk::new(rng.fork(), profile.faults);
     // RINGSHIP_SIM_KEEP=1 with RINGSHIP_SIM_SEED keeps the directory to
     // look at.
@@ -482,6 +530,24 @@ pub(crate) fn run_seed(seed: u64, root: &Path, trace: bool) -> Result<Outcome, S
             ..Outcome::default()
         },
     };
+    let result = drive(&mut run, &profile);
+    let j = journal::stop().expect("started above");
+    result?;
+    run.out.dir_crashes = j.crashes_injected;
+    run.out.creates_undone = j.creates_undone;
+    run.out.renames_undone = j.renames_undone;
+    run.out.segments_refused = j.enospc;
+    run.out.records_durable = run.durable;
+    run.out.sim_ns = run.disk.now_ns;
+    run.out.disk = run.disk.stats;
+    if let Some(wal) = run.wal.take() {
+        wal.crash();
+    }
+    Ok(run.out)
+}
+
+/// One seed's steps, then convergence.
+fn drive(run: &mut Run<'_>, profile: &Profile) -> Result<(), String> {
     run.open()?;
     for _ in 0..profile.steps {
         if run.rng.chance(profile.crash) {
@@ -495,7 +561,7 @@ pub(crate) fn run_seed(seed: u64, root: &Path, trace: bool) -> Result<Outcome, S
         }
         let in_flight = run.disk.in_flight();
         if !run.blocked && (in_flight == 0 || run.rng.chance(0.5)) {
-            run.append(&profile)?;
+            run.append(profile)?;
         } else if in_flight > 0 {
             run.complete_one()?;
         } else {
@@ -506,14 +572,10 @@ pub(crate) fn run_seed(seed: u64, root: &Path, trace: bool) -> Result<Outcome, S
         }
         run.disk.now_ns += run.rng.between(0, 100_000);
     }
-    run.converge()?;
-    run.out.records_durable = run.durable;
-    run.out.sim_ns = run.disk.now_ns;
-    run.out.disk = run.disk.stats;
-    if let Some(wal) = run.wal.take() {
-        wal.crash();
-    }
-    Ok(run.out)
+    // Room again, and no more crashes at directory syncs: convergence.
+    journal::set_room(None);
+    journal::with_crash_at_sync(0.0);
+    run.converge()
 }
 
 /// Where the simulator's scratch goes: memory if the machine has it (the
@@ -702,6 +764,14 @@ mod tests {
             failures.len(),
             failures[0]
         );
+        // The faults must reach the paths they are for.
+        if n >= SHIPPING_CI_SEEDS {
+            let (net, d) = (&total.net, &total.disk);
+            assert!(net.resets > 0 && net.half_open > 0 && net.short_sends > 0);
+            assert!(net.stop_notices > 0, "no Stop notice reached a shipper");
+            assert!(d.sync_eio > 0 && d.write_enospc > 0);
+            assert!(total.receiver_crashes[1] > 0 && total.shipper_crashes[1] > 0);
+        }
     }
 
     /// A shipping seed replays exactly too.

@@ -3,11 +3,12 @@
 //! are held and completed on the simulated clock, shortened, delayed or
 //! reset as the seed says.
 //!
-//! Each connection is a real loopback socket pair that carries no data:
-//! its descriptors name the connection (by local and peer port, so that a
-//! duplicated descriptor names the same end), and its real shutdowns are
-//! how the state machines close it (a peek that returns 0 is an end of
-//! stream). The bytes travel here, in two pipes with a delivery delay.
+//! Each connection is a real socket pair that carries no data: its
+//! descriptors name the connection (by socket inode, so that a duplicated
+//! descriptor names the same end), and its real shutdowns are how the
+//! state machines close it (a peek that returns 0 is an end of stream; a
+//! zero-byte send that fails is a write side shut). The bytes travel here,
+//! in two pipes with a delivery delay.
 //!
 //! - **Sends** complete after a latency, short at a random split point
 //!   when the seed says; the bytes sent reach the other end later.
@@ -27,7 +28,7 @@
 //! within a stream (TCP never does).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::rng::Rng;
@@ -69,6 +70,8 @@ pub(crate) struct NetStats {
     pub bytes_lost_in_flight: u64,
     pub stale_completions: u64,
     pub latency_spikes: u64,
+    /// Stop notices the receiver got out to the shipper.
+    pub stop_notices: u64,
 }
 
 impl NetStats {
@@ -83,6 +86,7 @@ impl NetStats {
         self.bytes_lost_in_flight += o.bytes_lost_in_flight;
         self.stale_completions += o.stale_completions;
         self.latency_spikes += o.latency_spikes;
+        self.stop_notices += o.stop_notices;
     }
 }
 
@@ -140,7 +144,6 @@ pub(crate) struct Net {
     rng: Rng,
     pub faults: NetFaults,
     pub stats: NetStats,
-    listener: TcpListener,
     links: Vec<Link>,
     /// A socket's inode → (link, side).
     by_socket: HashMap<u64, (usize, Side)>,
@@ -176,13 +179,24 @@ fn at_eof(stream: &TcpStream) -> bool {
     )
 }
 
+/// True if this end can send no more (it shut its write side, or the peer
+/// is gone): a zero-byte send says so without sending anything.
+fn write_shut(stream: &TcpStream) -> bool {
+    use nix::sys::socket::{MsgFlags, send};
+    send(
+        stream.as_raw_fd(),
+        &[],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    )
+    .is_err()
+}
+
 impl Net {
     pub fn new(rng: Rng, faults: NetFaults) -> Net {
         Net {
             rng,
             faults,
             stats: NetStats::default(),
-            listener: TcpListener::bind("127.0.0.1:0").expect("a loopback listener"),
             links: Vec::new(),
             by_socket: HashMap::new(),
             ops: Vec::new(),
@@ -199,11 +213,15 @@ impl Net {
         self.rng.between(5_000, 200_000)
     }
 
-    /// A new connection: (the shipper's end, the receiver's end).
-    pub fn connect(&mut self) -> (TcpStream, TcpStream) {
-        let client = TcpStream::connect(self.listener.local_addr().expect("bound"))
-            .expect("a loopback connection");
-        let (server, _) = self.listener.accept().expect("accept");
+    /// A new connection: (the shipper's end, the receiver's end, its
+    /// index). The ends are a Unix socket pair under the `TcpStream` type
+    /// the state machines hold: a shutdown of one end is visible at the
+    /// other at once (a loopback TCP FIN may be processed later, by a
+    /// softirq, which would let a seed's replay differ).
+    pub fn connect(&mut self) -> (TcpStream, TcpStream, usize) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let client = TcpStream::from(std::os::fd::OwnedFd::from(a));
+        let server = TcpStream::from(std::os::fd::OwnedFd::from(b));
         let index = self.links.len();
         for (stream, side) in [(&client, Side::Shipper), (&server, Side::Receiver)] {
             self.by_socket
@@ -220,7 +238,12 @@ impl Net {
             shipped: Vec::new(),
         });
         self.stats.connections += 1;
-        (client, server)
+        (client, server, index)
+    }
+
+    /// Shuts `side`'s end of connection `link` (its process let it go).
+    pub fn shut_end(&mut self, link: usize, side: Side) {
+        let _ = self.links[link].ends[side as usize].shutdown(Shutdown::Both);
     }
 
     fn link_of(&self, fd: &impl AsRawFd) -> (usize, Side) {
@@ -490,7 +513,7 @@ impl Net {
                 let l = &self.links[link];
                 let result = if l.reset {
                     -libc::ECONNRESET
-                } else if at_eof(&l.ends[side as usize]) {
+                } else if write_shut(&l.ends[side as usize]) {
                     -libc::EPIPE
                 } else {
                     let mut n = len;
@@ -504,6 +527,9 @@ impl Net {
                     if side == Side::Shipper {
                         l.shipped.extend_from_slice(&bytes);
                         drain_frames(&mut l.shipped, shipped);
+                    }
+                    if side == Side::Receiver && bytes.starts_with(&crate::protocol::STOP_MAGIC) {
+                        self.stats.stop_notices += 1;
                     }
                     if l.silent_until.is_some() {
                         // Into the void: the sender cannot tell.

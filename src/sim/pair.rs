@@ -88,7 +88,7 @@ impl PairOutcome {
              shipper stopped by an injected error {}\n\
              network: connections {} (refused {}, takeovers {}) · sends {} (short {}) · \
              receives {} (short {}) · resets {} · half-open {} · {} bytes lost in flight · \
-             latency spikes {}\n\
+             latency spikes {} · Stop notices delivered {}\n\
              disks: short writes {} · write EIO {} · ENOSPC {} · fdatasync EIO {} · \
              dirty blocks lost at crashes {}\n\
              invariant checks {}",
@@ -112,6 +112,7 @@ impl PairOutcome {
             n.half_open,
             n.bytes_lost_in_flight,
             n.latency_spikes,
+            n.stop_notices,
             d.short_writes,
             d.write_eio,
             d.write_enospc,
@@ -197,7 +198,8 @@ struct Run<'a> {
     attempts: Arc<Mutex<VecDeque<SimAttempt>>>,
     /// Attempts being answered, and when.
     answering: VecDeque<(u64, SimAttempt)>,
-    conns: Vec<(u32, SimConn)>,
+    /// (id, link, connection).
+    conns: Vec<(u32, usize, SimConn)>,
     next_conn: u32,
     /// The receiver is down (crashed) until then.
     receiver_down_until: u64,
@@ -332,7 +334,7 @@ impl Run<'_> {
                 self.net.now_ns, self.recv_durable, self.acked
             );
         }
-        for (_, conn) in self.conns.drain(..) {
+        for (_, _, conn) in self.conns.drain(..) {
             conn.crash();
         }
         self.net.close_side(Side::Receiver);
@@ -379,7 +381,7 @@ impl Run<'_> {
         if !self.conns.is_empty() {
             // Take over: the old connection is shut down, finishes what it
             // verified, and lets its WAL go.
-            for (_, conn) in &self.conns {
+            for (_, _, conn) in &self.conns {
                 conn.shut_down();
             }
             return Ok(false);
@@ -398,11 +400,11 @@ impl Run<'_> {
         };
         let durable = wal.durable_seq();
         self.recv_durable = self.recv_durable.max(durable);
-        let (client, server) = self.net.connect();
+        let (client, server, link) = self.net.connect();
         self.next_conn += 1;
         let id = self.next_conn;
         let conn = SimConn::new(server, hello.clone(), wal, Owner::Connection(id));
-        self.conns.push((id, conn));
+        self.conns.push((id, link, conn));
         let _ = attempt.tx.send(Ok((client, durable)));
         Ok(true)
     }
@@ -504,7 +506,7 @@ impl Run<'_> {
             disk: &mut self.recv_disk,
             net: &mut self.net,
         };
-        for (_, conn) in &mut self.conns {
+        for (_, _, conn) in &mut self.conns {
             conn.step(&mut host);
             self.recv_durable = self.recv_durable.max(conn.durable_seq());
         }
@@ -515,9 +517,11 @@ impl Run<'_> {
             let owner = Owner::Connection(id);
             let in_flight =
                 self.net.in_flight_for(Side::Receiver, owner) + self.recv_disk.in_flight_for(owner);
-            if self.conns[k].1.is_done(in_flight) {
-                let (_, conn) = self.conns.remove(k);
+            if self.conns[k].2.is_done(in_flight) {
+                let (_, link, conn) = self.conns.remove(k);
                 conn.retire();
+                // Its socket closes with it.
+                self.net.shut_end(link, Side::Receiver);
             } else {
                 k += 1;
             }
@@ -578,7 +582,7 @@ impl Run<'_> {
                     disk: &mut self.recv_disk,
                     net: &mut self.net,
                 };
-                if let Some((_, conn)) = self.conns.iter_mut().find(|(k, _)| *k == id) {
+                if let Some((_, _, conn)) = self.conns.iter_mut().find(|(k, _, _)| *k == id) {
                     conn.on_completion(&mut host, c);
                     self.recv_durable = self.recv_durable.max(conn.durable_seq());
                 }
@@ -656,7 +660,9 @@ impl Run<'_> {
                 }
             } else {
                 self.out.takeovers += 1;
-                self.answering.push_back((t + 1_000_000, attempt));
+                let _ = t;
+                self.answering
+                    .push_back((self.net.now_ns + 1_000_000, attempt));
             }
             return Ok(true);
         }
@@ -734,7 +740,7 @@ pub(crate) fn run_seed(seed: u64, root: &Path, trace: bool) -> Result<PairOutcom
     if let Some(s) = run.shipper.take() {
         s.wal.crash();
     }
-    for (_, conn) in run.conns.drain(..) {
+    for (_, _, conn) in run.conns.drain(..) {
         conn.crash();
     }
     Ok(run.out)

@@ -7,6 +7,7 @@
 //! - [`reader`]: a cursor by seq over the segments, for sinks and `dump`.
 //! - [`recovery`]: the scan shared by the writer, `dump` and `verify`.
 
+pub(crate) mod fsops;
 pub mod lock;
 pub mod reader;
 pub mod recovery;

@@ -262,22 +262,36 @@ pub fn create_segment(shard_dir: &Path, header: SegmentHeader) -> Result<File, W
         .truncate(true)
         .open(&tmp_path)
         .map_err(io_err("create segment", &tmp_path))?;
-    let prepared = preallocate(&file, &tmp_path).and_then(|()| {
-        file.write_all_at(&header.encode(), 0)
-            .map_err(io_err("write segment header", &tmp_path))?;
-        // Synced in both durability modes: creation is rare, and a segment
-        // whose header did not survive a power cut would make the WAL refuse
-        // to open.
-        file.sync_all()
-            .map_err(io_err("fsync new segment", &tmp_path))
+    crate::wal::fsops::created(&tmp_path);
+    let reserved = crate::wal::fsops::reserving_segment().map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            WalError::DiskFull {
+                path: tmp_path.clone(),
+                needed_bytes: SEGMENT_SIZE_BYTES,
+            }
+        } else {
+            io_err("reserve segment", &tmp_path)(e)
+        }
     });
+    let prepared = reserved
+        .and_then(|()| preallocate(&file, &tmp_path))
+        .and_then(|()| {
+            file.write_all_at(&header.encode(), 0)
+                .map_err(io_err("write segment header", &tmp_path))?;
+            // Synced in both durability modes: creation is rare, and a segment
+            // whose header did not survive a power cut would make the WAL refuse
+            // to open.
+            file.sync_all()
+                .map_err(io_err("fsync new segment", &tmp_path))
+        });
     if let Err(e) = prepared {
         // Give the space back (a full disk is the usual cause); recovery
         // would remove the leftover anyway.
         let _ = std::fs::remove_file(&tmp_path);
         return Err(e);
     }
-    std::fs::rename(&tmp_path, &final_path).map_err(io_err("rename segment", &final_path))?;
+    crate::wal::fsops::rename(&tmp_path, &final_path)
+        .map_err(io_err("rename segment", &final_path))?;
     sync_dir(shard_dir)?;
     Ok(file)
 }
@@ -301,13 +315,11 @@ pub fn preallocate(file: &File, path: &Path) -> Result<(), WalError> {
 
 /// fsyncs a directory so that entries created or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| WalError::Io {
-            op: "fsync directory",
-            path: dir.to_path_buf(),
-            source,
-        })
+    crate::wal::fsops::sync_dir(dir).map_err(|source| WalError::Io {
+        op: "fsync directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@
 //! look lost after a crash. So retention records the acked seq
 //! ([`Marks::persist_acked`]) before it deletes anything.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,10 +137,11 @@ pub fn write(shard_dir: &Path, recorded: &Recorded) -> io::Result<()> {
         .create(true)
         .truncate(true)
         .open(&tmp)?;
+    crate::wal::fsops::created(&tmp);
     file.write_all(&recorded.encode())?;
     file.sync_all()?;
-    std::fs::rename(&tmp, shard_dir.join(WATERMARKS_FILE_NAME))?;
-    File::open(shard_dir)?.sync_all()
+    crate::wal::fsops::rename(&tmp, &shard_dir.join(WATERMARKS_FILE_NAME))?;
+    crate::wal::fsops::sync_dir(shard_dir)
 }
 
 /// A WAL's live watermarks: the writer stores into them on the data path
@@ -190,6 +191,9 @@ impl Marks {
     /// Stops moving the file forward (a failed fdatasync: what the WAL
     /// reported may not all be on the disk).
     pub fn freeze(&self) {
+        // Under the write lock: a persist already past its check finishes
+        // before this returns, and none starts after.
+        let _written = self.written.lock().expect("not poisoned");
         self.frozen.store(true, Ordering::SeqCst);
     }
 

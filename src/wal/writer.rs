@@ -1200,7 +1200,9 @@ impl WalWriter {
 
     fn rotate(&mut self) -> Result<(), WalError> {
         assert!(self.order.is_empty() && self.staged_bytes() == 0);
-        let salt = match self.wanted_salt.take() {
+        // Taken only once the new segment exists: a rotation that failed
+        // (a full disk) leaves the WAL wanting the same salt.
+        let salt = match self.wanted_salt {
             Some(salt) => salt,
             None if self.follows => self.salt,
             None => segment::random_salt().map_err(|source| WalError::Io {
@@ -1225,14 +1227,19 @@ impl WalWriter {
                 path: self.dir.clone(),
                 source,
             })?;
-            std::fs::remove_file(&self.segment_path).map_err(|source| WalError::Io {
-                op: "remove an empty segment",
-                path: self.segment_path.clone(),
-                source,
-            })?;
+            match std::fs::remove_file(&self.segment_path) {
+                // Gone already: an earlier attempt removed it, then failed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|source| WalError::Io {
+                    op: "remove an empty segment",
+                    path: self.segment_path.clone(),
+                    source,
+                })?,
+            }
         }
         // The old file closes here; no operation on it is in flight.
         self.file = create_segment(&self.dir, header)?;
+        self.wanted_salt = None;
         self.segment_path = self.dir.join(segment::segment_file_name(self.next_seq));
         if let Some(direct) = self.direct.as_mut() {
             // Record data starts page-aligned (SEGMENT_HEADER_BYTES): nothing

@@ -130,6 +130,10 @@ pub(super) struct Link {
     /// Splices of dead connections whose completion is still due.
     pub stale_ops: usize,
     pub connector: Connector,
+    /// When the live connection was made.
+    connected_at: Option<Instant>,
+    /// The peer said it stopped storing (a Stop notice).
+    stopped: bool,
 }
 
 impl Link {
@@ -151,6 +155,8 @@ impl Link {
             held: None,
             stale_ops: 0,
             connector: Connector::Thread,
+            connected_at: None,
+            stopped: false,
         })
     }
 
@@ -249,11 +255,22 @@ impl Link {
 
     /// `stream` is the live connection now. The backoff is not reset
     /// yet: a receiver that accepts and then stops (its disk is full) would
-    /// otherwise be retried at the shortest interval for ever.
+    /// otherwise be retried at the shortest interval for ever. It resets
+    /// when the peer acknowledges something new ([`Link::progressed`]), or
+    /// when a connection that lived at least the longest backoff ends
+    /// without a Stop notice.
     pub fn connected(&mut self, stream: TcpStream) {
         self.generation += 1;
         self.stream = Some(stream);
         self.retry_at = None;
+        self.connected_at = Some(crate::io::clock::now());
+        self.stopped = false;
+    }
+
+    /// The peer sent a Stop notice: its connection's end must not reset
+    /// the backoff.
+    pub fn stopped_by_peer(&mut self) {
+        self.stopped = true;
     }
 
     /// The peer acknowledged something new: the next reconnect starts from
@@ -275,6 +292,16 @@ impl Link {
             }
             None => false,
         };
+        // A connection that served a while and ended without a Stop notice
+        // (an idle timeout, a blip) is retried at once, whatever the
+        // backoff grew to before it.
+        let lived = self.connected_at.take().is_some_and(|t| {
+            crate::io::clock::now().saturating_duration_since(t)
+                >= Duration::from_millis(RECONNECT_BACKOFF_MAX_MS)
+        });
+        if lived && !std::mem::take(&mut self.stopped) {
+            self.backoff_ms = RECONNECT_BACKOFF_MIN_MS;
+        }
         self.generation += 1;
         self.schedule_retry();
         had

@@ -336,13 +336,20 @@ impl TcpSink {
             return;
         }
         match parsed {
-            Some(Ok(acked)) => {
+            Some((acked, error)) => {
                 if acked > self.window.acked_seq {
                     self.link.progressed();
+                    self.window.on_acked(acked);
                 }
-                self.window.on_acked(acked)
+                if let Some(why) = error {
+                    // A receiver that stopped storing is retried with a
+                    // growing backoff, however long it was connected.
+                    if matches!(why, protocol::ProtocolError::ReceiverStopped { .. }) {
+                        self.link.stopped_by_peer();
+                    }
+                    self.disconnect(&why.to_string());
+                }
             }
-            Some(Err(why)) => self.disconnect(&why.to_string()),
             None if n == 0 => self.disconnect("the peer closed the connection"),
             None => self.disconnect(&std::io::Error::from_raw_os_error(-n).to_string()),
         }

@@ -168,27 +168,32 @@ impl Window {
     }
 
     /// Parses acks (which may arrive split across reads); returns the
-    /// highest, or why the bytes are not a valid ack stream: an ack below
-    /// the last one, or above the last seq sent (`send_seq - 1`), is
-    /// refused.
-    pub fn parse_acks(&mut self, data: &[u8], send_seq: u64) -> Result<u64, ProtocolError> {
+    /// highest, and why the bytes stopped being a valid ack stream if they
+    /// did: a Stop notice, or an ack below the last one or above the last
+    /// seq sent (`send_seq - 1`). Acks before that still count.
+    pub fn parse_acks(&mut self, data: &[u8], send_seq: u64) -> (u64, Option<ProtocolError>) {
         let mut acked = self.acked_seq;
         for &byte in data {
             self.ack_partial.push(byte);
             if self.ack_partial.len() == ACK_BYTES {
-                let seq = protocol::decode_ack(&self.ack_partial)?;
+                let decoded = protocol::decode_ack(&self.ack_partial);
                 self.ack_partial.clear();
+                let seq = match decoded {
+                    Ok(seq) => seq,
+                    Err(e) => return (acked, Some(e)),
+                };
                 if seq < acked || seq >= send_seq {
-                    return Err(ProtocolError::AckOutOfRange {
+                    let e = ProtocolError::AckOutOfRange {
                         seq,
                         low: acked,
                         high: send_seq - 1,
-                    });
+                    };
+                    return (acked, Some(e));
                 }
                 acked = seq;
             }
         }
-        Ok(acked)
+        (acked, None)
     }
 
     /// The peer holds everything up to `acked`: free the window and time
