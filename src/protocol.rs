@@ -520,7 +520,7 @@ pub fn encode_stop(reason: StopReason, durable_seq: u64) -> [u8; ACK_BYTES] {
     b
 }
 
-/// Decodes an ack; a Stop notice is [`ProtocolError::ReceiverStopped`].
+/// Decodes an ack; a Stop notice is `ProtocolError::ReceiverStopped`.
 pub fn decode_ack(b: &[u8]) -> Result<u64, ProtocolError> {
     if b.len() == ACK_BYTES && b[0..4] == STOP_MAGIC {
         let reason = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
