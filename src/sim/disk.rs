@@ -36,7 +36,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use super::rng::Rng;
-use crate::io::{Completion, Io, QueueFull, Timespec, Token};
+#[cfg(doc)]
+use crate::io::Io;
+use crate::io::{Completion, QueueFull, Token};
 
 /// How often each fault is drawn, per operation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -457,10 +459,11 @@ fn path_of(fd: &impl AsRawFd) -> PathBuf {
 /// The page cache's unit.
 const PAGE: u64 = 4096;
 
-const NOT_A_DISK_OP: &str = "the simulated disk serves the WAL writer's operations only";
-
-impl Io for SimDisk {
-    fn write_then_datasync(
+/// The disk's half of the I/O seam (`host::Host` joins it to the network's):
+/// the WAL writer's commit and its inline write.
+impl SimDisk {
+    /// See [`Io::write_then_datasync`].
+    pub fn write_then_datasync(
         &mut self,
         fd: &impl AsRawFd,
         buf: Vec<u8>,
@@ -497,111 +500,10 @@ impl Io for SimDisk {
         Ok(())
     }
 
-    fn write_fixed_then_datasync(
-        &mut self,
-        _fd: &impl AsRawFd,
-        _index: usize,
-        _from: usize,
-        _len: usize,
-        _offset: u64,
-        _write_token: Token,
-        _sync_token: Option<Token>,
-    ) -> Result<(), QueueFull> {
-        unimplemented!("the simulator runs buffered WALs: O_DIRECT is not modelled")
-    }
-
-    fn write_now(&mut self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    /// See [`Io::write_now`].
+    pub fn write_now(&mut self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
         let path = path_of(file);
         self.apply(&path, offset, bytes);
         Ok(())
-    }
-
-    fn read(
-        &mut self,
-        _fd: &impl AsRawFd,
-        _buf: Vec<u8>,
-        _token: Token,
-    ) -> Result<(), (QueueFull, Vec<u8>)> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn send(
-        &mut self,
-        _fd: &impl AsRawFd,
-        _buf: Vec<u8>,
-        _from: usize,
-        _token: Token,
-    ) -> Result<(), (QueueFull, Vec<u8>)> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn send_with_timeout(
-        &mut self,
-        _fd: &impl AsRawFd,
-        _buf: Vec<u8>,
-        _from: usize,
-        _token: Token,
-        _timeout: &'static Timespec,
-        _timeout_token: Token,
-    ) -> Result<(), (QueueFull, Vec<u8>)> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn recv_at(
-        &mut self,
-        _fd: &impl AsRawFd,
-        _buf: Vec<u8>,
-        _from: usize,
-        _token: Token,
-    ) -> Result<(), (QueueFull, Vec<u8>)> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn splice(
-        &mut self,
-        _fd_in: &impl AsRawFd,
-        _off_in: i64,
-        _fd_out: &impl AsRawFd,
-        _len: u32,
-        _token: Token,
-    ) -> Result<(), QueueFull> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn splice_file_to_socket(
-        &mut self,
-        _file: &impl AsRawFd,
-        _offset: i64,
-        _pipe_write: &impl AsRawFd,
-        _pipe_read: &impl AsRawFd,
-        _out: &impl AsRawFd,
-        _len: u32,
-        _in_token: Token,
-        _out_token: Token,
-    ) -> Result<(), QueueFull> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn send_zc_fixed(
-        &mut self,
-        _fd: &impl AsRawFd,
-        _index: usize,
-        _from: usize,
-        _len: usize,
-        _token: Token,
-    ) -> Result<(), QueueFull> {
-        unimplemented!("{NOT_A_DISK_OP}")
-    }
-
-    fn fixed_buf_mut(&mut self, _index: usize) -> Option<&mut [u8]> {
-        unimplemented!("the simulator runs buffered WALs: no registered buffers")
-    }
-
-    fn fixed_buf(&self, _index: usize) -> &[u8] {
-        unimplemented!("the simulator runs buffered WALs: no registered buffers")
-    }
-
-    fn fixed_in_use(&self, _index: usize) -> bool {
-        false
     }
 }

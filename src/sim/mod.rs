@@ -42,6 +42,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use self::disk::{Crash, DiskFaults, DiskStats, SimDisk};
+use self::host::Host;
+use self::net::{Net, NetFaults, Side};
 use self::rng::Rng;
 use crate::constants::RECORD_PAYLOAD_BYTES_MAX;
 use crate::io::Owner;
@@ -204,6 +206,16 @@ fn payload(seed: u64, epoch: u32, seq: u64, len: u32) -> Vec<u8> {
     buf
 }
 
+/// The disk run's I/O: its disk, on a host whose network stays idle.
+fn host<'a>(disk: &'a mut SimDisk, net: &'a mut Net) -> Host<'a> {
+    net.now_ns = disk.now_ns;
+    Host {
+        side: Side::Shipper,
+        disk,
+        net,
+    }
+}
+
 /// One seed's run.
 struct Run<'a> {
     seed: u64,
@@ -211,6 +223,8 @@ struct Run<'a> {
     trace: bool,
     rng: Rng,
     disk: SimDisk,
+    /// The disk's host needs a network; nothing is sent on it.
+    net: Net,
     wal: Option<WalWriter>,
     epoch: u32,
     /// (epoch, len, end offset in its segment) of every record staged and
@@ -279,7 +293,7 @@ impl Run<'_> {
             let bytes = payload(self.seed, self.epoch, seq, len);
             let now = self.disk.now_ns;
             let wal = self.wal.as_mut().expect("open");
-            match wal.stage(&mut self.disk, now, &bytes) {
+            match wal.stage(&mut host(&mut self.disk, &mut self.net), now, &bytes) {
                 Ok(Stage::Staged(got)) => {
                     assert_eq!(got, seq);
                     let wal = self.wal.as_ref().expect("open");
@@ -306,7 +320,7 @@ impl Run<'_> {
     /// stops the writer as it stops a shard: the process exits.
     fn submit(&mut self) -> Result<(), String> {
         let wal = self.wal.as_mut().expect("open");
-        match wal.submit(&mut self.disk) {
+        match wal.submit(&mut host(&mut self.disk, &mut self.net)) {
             Ok(submitted) => {
                 if submitted.rotated {
                     self.blocked = false;
@@ -326,7 +340,7 @@ impl Run<'_> {
             return Ok(());
         };
         let wal = self.wal.as_mut().expect("open");
-        match wal.on_completion(&mut self.disk, c) {
+        match wal.on_completion(&mut host(&mut self.disk, &mut self.net), c) {
             Ok(Some(seq)) => self.on_durable(seq)?,
             Ok(None) => {}
             Err(e) => return self.writer_error(e.to_string()),
@@ -520,6 +534,7 @@ pub(crate) fn run_seed(seed: u64, root: &Path, trace: bool) -> Result<Outcome, S
         trace,
         rng: rng.fork(),
         disk,
+        net: Net::new(Rng::new(0), NetFaults::default()),
         wal: None,
         epoch: 0,
         appended: BTreeMap::new(),
@@ -589,43 +604,56 @@ pub(crate) fn scratch_root() -> std::path::PathBuf {
     }
 }
 
-/// Runs `seeds` on two threads; the first failure, or the summed outcome.
+/// Runs `seeds` of the disk simulation on two threads, with the broken
+/// variant on or off: the summed outcome, and the failures.
 pub(crate) fn run_seeds(seeds: Vec<u64>, broken: bool) -> (Outcome, Vec<String>) {
+    run_parallel(seeds, "simulate", Outcome::add, |seed, root| {
+        crate::wal::writer::broken::set_acks_before_sync(broken);
+        run_seed(seed, root, false)
+    })
+}
+
+/// Runs `run` for each of `seeds` on two threads, in a scratch directory
+/// under [`scratch_root`]. A panic is a failure of its seed, reported with
+/// the line that replays it (`sim::tests::{test}`); the other seeds go on.
+/// `RINGSHIP_SIM_TIMES` prints each seed's wall time.
+fn run_parallel<O: Default + Send>(
+    seeds: Vec<u64>,
+    test: &str,
+    add: fn(&mut O, &O),
+    run: impl Fn(u64, &Path) -> Result<O, String> + Sync,
+) -> (O, Vec<String>) {
     let root = scratch_root();
     let workers = 2;
-    let chunks: Vec<Vec<u64>> = (0..workers)
-        .map(|w| seeds.iter().copied().skip(w).step_by(workers).collect())
-        .collect();
-    let results: Vec<(Outcome, Vec<String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let root = root.clone();
+    let results: Vec<(O, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let mine: Vec<u64> = seeds.iter().copied().skip(w).step_by(workers).collect();
+                let (root, run) = (&root, &run);
                 s.spawn(move || {
-                    crate::wal::writer::broken::set_acks_before_sync(broken);
-                    let mut total = Outcome::default();
+                    let mut total = O::default();
                     let mut failures = Vec::new();
-                    for seed in chunk {
+                    for seed in mine {
                         let t = std::time::Instant::now();
-                        // A panic is a failure of its seed, reported with
-                        // its replay line; the other seeds go on.
-                        let r = std::panic::catch_unwind(|| run_seed(seed, &root, false))
-                            .unwrap_or_else(|panic| {
-                                let why = panic
-                                    .downcast_ref::<String>()
-                                    .cloned()
-                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                    .unwrap_or_default();
-                                Err(format!(
-                                    "seed {seed} panicked: {why}\nreplay: RINGSHIP_SIM_SEED={seed} \
-                                     cargo test --lib sim::tests::simulate -- --nocapture"
-                                ))
-                            });
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run(seed, root)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            let why = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Err(format!(
+                                "seed {seed} panicked: {why}\nreplay: RINGSHIP_SIM_SEED={seed} \
+                                 cargo test --lib sim::tests::{test} -- --nocapture"
+                            ))
+                        });
                         if std::env::var_os("RINGSHIP_SIM_TIMES").is_some() {
                             eprintln!("seed {seed}: {:.2} s", t.elapsed().as_secs_f64());
                         }
                         match r {
-                            Ok(o) => total.add(&o),
+                            Ok(o) => add(&mut total, &o),
                             Err(why) => failures.push(why),
                         }
                     }
@@ -638,10 +666,10 @@ pub(crate) fn run_seeds(seeds: Vec<u64>, broken: bool) -> (Outcome, Vec<String>)
             .map(|h| h.join().expect("a simulator thread panicked"))
             .collect()
     });
-    let mut total = Outcome::default();
+    let mut total = O::default();
     let mut failures = Vec::new();
     for (o, f) in results {
-        total.add(&o);
+        add(&mut total, &o);
         failures.extend(f);
     }
     (total, failures)
@@ -704,50 +732,12 @@ mod tests {
         }
         let n = env_u64("RINGSHIP_SIM_SEEDS").unwrap_or(SHIPPING_CI_SEEDS);
         let started = std::time::Instant::now();
-        let root = scratch_root();
-        let seeds: Vec<u64> = (0..n).collect();
-        let results: Vec<(pair::PairOutcome, Vec<String>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = [0usize, 1]
-                .into_iter()
-                .map(|w| {
-                    let root = root.clone();
-                    let mine: Vec<u64> = seeds.iter().copied().skip(w).step_by(2).collect();
-                    s.spawn(move || {
-                        let mut total = pair::PairOutcome::default();
-                        let mut failures = Vec::new();
-                        for seed in mine {
-                            let r = std::panic::catch_unwind(|| pair::run_seed(seed, &root, false))
-                                .unwrap_or_else(|panic| {
-                                    let why = panic
-                                        .downcast_ref::<String>()
-                                        .cloned()
-                                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                        .unwrap_or_default();
-                                    Err(format!(
-                                        "shipping seed {seed} panicked: {why}\nreplay: RINGSHIP_SIM_SEED={seed} \
-                                         cargo test --lib sim::tests::simulate_shipping -- --nocapture"
-                                    ))
-                                });
-                            match r {
-                                Ok(o) => total.add(&o),
-                                Err(why) => failures.push(why),
-                            }
-                        }
-                        (total, failures)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a simulator thread"))
-                .collect()
-        });
-        let mut total = pair::PairOutcome::default();
-        let mut failures = Vec::new();
-        for (o, f) in results {
-            total.add(&o);
-            failures.extend(f);
-        }
+        let (total, failures) = run_parallel(
+            (0..n).collect(),
+            "simulate_shipping",
+            pair::PairOutcome::add,
+            |seed, root| pair::run_seed(seed, root, false),
+        );
         let report = format!(
             "ringship shipping simulator: seeds 0..{n} in {:.1} s\n{}\n",
             started.elapsed().as_secs_f64(),
